@@ -1,0 +1,16 @@
+"""Pydantic configs, YAML loading and key=value overrides."""
+
+from kdlens.config.loading import apply_overrides, load_config, parse_override, read_yaml, validate
+from kdlens.config.schema import DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+    "validate",
+]

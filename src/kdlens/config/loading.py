@@ -1,0 +1,102 @@
+"""YAML + ``key=value`` overrides → a validated config, or a readable error (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kdlens.errors import KdlensError, close_matches
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` → (["optim", "lr"], 0.1); the value is parsed as YAML."""
+    if "=" not in text:
+        raise KdlensError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.1)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise KdlensError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = dict(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise KdlensError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise KdlensError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KdlensError(f"config file {str(path)!r} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def validate(schema: type[M], data: dict[str, Any], source: str = "config") -> M:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise KdlensError(format_validation_error(schema, exc, source)) from None
+
+
+def load_config(
+    schema: type[M], path: str | Path | None = None, overrides: list[str] | None = None
+) -> M:
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [])
+    return validate(schema, data, source=str(path) if path else "config")
+
+
+def format_validation_error(schema: type[BaseModel], exc: ValidationError, source: str) -> str:
+    lines = [f"invalid {source}:"]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(root)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(schema, loc[:-1])
+            hint = close_matches(loc[-1], allowed)
+            msg = f"  {key}: unknown key"
+            if hint:
+                msg += f" (did you mean {', '.join(hint)}?)"
+            msg += f"; allowed here: {', '.join(allowed)}"
+        else:
+            msg = f"  {key}: {err['msg']}"
+            if "input" in err and not isinstance(err["input"], dict):
+                msg += f" (got {err['input']!r})"
+        lines.append(msg)
+    return "\n".join(lines)
+
+
+def _allowed_keys(schema: type[BaseModel], parent: list[str]) -> list[str]:
+    model: Any = schema
+    for part in parent:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))

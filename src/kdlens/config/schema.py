@@ -1,0 +1,92 @@
+"""Run configurations as pydantic models.
+
+Defaults live here, next to the field, with the paper they come from; a YAML file states
+only what differs.  Every model forbids unknown keys so a typo fails before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    name: str = Field("digits", description="dataset name (kdlens datasets)")
+    root: str | None = Field(None, description="torchvision-style root directory")
+    download: bool = Field(False, description="download through torchvision when missing")
+    budget: int | None = Field(
+        None, gt=0, description="balanced label budget: total labeled examples (same per class)"
+    )
+    n_folds: int = Field(1, ge=1, description="disjoint label-budget folds")
+    fold: int = Field(0, ge=0, description="which budget fold this run uses")
+    remove_classes: list[int] = Field(
+        default_factory=list, description="classes removed from the training/transfer set"
+    )
+    val_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="stratified held-out validation fraction of train"
+    )
+    crop_padding: int | None = Field(
+        None, ge=0, description="random-crop padding in pixels (None: dataset default)"
+    )
+    hflip: bool | None = Field(None, description="random horizontal flips (None: dataset default)")
+    split_seed: int = Field(0, description="seed of every data split")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DataConfig:
+        if self.fold >= self.n_folds:
+            raise ValueError(f"data.fold={self.fold} must be < data.n_folds={self.n_folds}")
+        return self
+
+
+class ModelConfig(Strict):
+    name: str = Field("thesis_student", description="model name (kdlens models)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model kwargs")
+
+
+class OptimConfig(Strict):
+    """SGD with momentum; schedule defaults follow RepDistiller (Tian et al. 2020).
+
+    RepDistiller (CIFAR-100): lr 0.05, ×0.1 at epochs 150/180/210 of 240, batch 64,
+    momentum 0.9, weight decay 5e-4 — ``milestones=None`` scales those fractions to
+    ``epochs``.  Lee & Wallraven 2021: lr 0.1, ×0.2 every 60 epochs, batch 64
+    (``schedule="step", lr=0.1, gamma=0.2, step_size=60``).
+    """
+
+    lr: float = Field(0.05, gt=0.0, description="initial learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    nesterov: bool = False
+    schedule: Literal["multistep", "step", "cosine", "constant"] = "multistep"
+    milestones: list[int] | None = Field(
+        None, description="epochs where lr is multiplied by gamma (None: 150/180/210 of 240, scaled)"
+    )
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="lr decay factor")
+    step_size: int = Field(60, gt=0, description="epochs between decays for schedule=step")
+
+
+class TrainConfig(Strict):
+    """One supervised training run."""
+
+    kind: Literal["train"] = "train"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(64, gt=0, description="64 in RepDistiller and Lee & Wallraven")
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    bf16: bool = Field(False, description="bfloat16 autocast")
+    channels_last: bool = False
+    eval_every: int = Field(1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="α_LS of the CE target")
+    out: str = Field("runs", description="run store directory")
+    name: str | None = Field(None, description="run name (default: derived from the config)")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the result (not where it is stored or shown)."""
+        return self.model_dump(exclude={"out", "name", "device"})

@@ -1,0 +1,63 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Write to a temporary file in the same directory, flush + fsync, then ``os.replace``
+(atomic on POSIX).  If writing fails (disk full, kill), the temporary file is removed
+and the previous file is untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write_bytes`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only.
+
+    A file holding pickled code (arbitrary classes or functions) is refused instead of
+    executed.
+    """
+    from kdlens.errors import KdlensError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise KdlensError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as exc:  # UnpicklingError, RuntimeError on truncated zip, ...
+        raise KdlensError(
+            f"cannot load checkpoint {str(path)!r} safely: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. kdlens only loads tensors and "
+            "plain containers (torch.load(weights_only=True)); a truncated file or one with "
+            "pickled code is refused."
+        ) from None
