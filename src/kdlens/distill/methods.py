@@ -1,0 +1,148 @@
+"""The method table: default objective weights, their source, and citations.
+
+Each entry gives the weights :func:`kdlens.distill.build_objective` uses for a
+method alone (γ for CE, α for a logit loss, β for a hint loss); hyper-parameter
+defaults are read from the loss's constructor, where they are documented next to
+the formula, so that there is one place for each number.
+
+Weights are RepDistiller's CIFAR-100 settings (Tian, Krishnan & Isola 2020,
+*Contrastive Representation Distillation*, ICLR, and its released benchmark)
+unless the entry says otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from kdlens.distill.losses import LOSSES
+from kdlens.errors import unknown_name
+
+REPDISTILLER = "RepDistiller CIFAR-100 settings (Tian et al. 2020)"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Defaults and provenance of one distillation method."""
+
+    name: str
+    citation: str
+    gamma: float = 1.0
+    alpha: float = 0.0
+    beta: float = 0.0
+    source: str = REPDISTILLER
+    #: training phases, in words, for the training loop and ``kdlens methods``
+    phases: str = "main"
+    notes: str = ""
+
+
+METHODS: dict[str, MethodSpec] = {
+    s.name: s
+    for s in [
+        # response-based
+        MethodSpec("kd", "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
+                   gamma=0.1, alpha=0.9),
+        MethodSpec("ls", "Szegedy et al. 2016, Rethinking the Inception Architecture (§7); "
+                   "Vats 2021, Response-based knowledge distillation (LS as no-similarity KD)",
+                   gamma=0.0, alpha=1.0, source="kdlens: LS replaces CE (α_LS = 0.1, Szegedy et al. 2016)"),
+        MethodSpec("skd", "Guo et al. 2020, Reducing the Teacher-Student Gap via Spherical Knowledge Distillation",
+                   gamma=0.1, alpha=0.9, source="kdlens: KD's weights and T (SKD is robust to T per the paper)"),
+        MethodSpec("wsl", "Zhou et al. 2021, Rethinking Soft Labels for Knowledge Distillation: "
+                   "A Bias-Variance Tradeoff Perspective (ICLR)",
+                   gamma=1.0, alpha=2.5, source="paper's ImageNet setting (T = 2, α = 2.5)"),
+        MethodSpec("dkd", "Zhao et al. 2022, Decoupled Knowledge Distillation (CVPR)",
+                   gamma=1.0, alpha=1.0, source="paper's CIFAR-100 setting (α_TCKD = 1, β_NCKD = 8, T = 4)",
+                   notes="the paper warms the DKD term up linearly over 20 epochs (loop's job)"),
+        MethodSpec("noisy_kd", "Vats 2021, Response-based knowledge distillation, §4.8 (noise in soft labels)",
+                   gamma=0.1, alpha=0.9, source="kdlens: KD's weights; noise scale 0.1 is a kdlens default"),
+        # feature / relation based
+        MethodSpec("fitnet", "Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", beta=100.0,
+                   phases="two_stage=False: main only (RepDistiller); two_stage=True: stage 1 hint training "
+                   "of the student up to the guided layer + regressor (pretrain_loss), stage 2 KD"),
+        MethodSpec("at", "Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)", beta=1000.0,
+                   notes="the loss includes the paper's 1/2 (β/2); RepDistiller's β = 1000 omits it, "
+                   "i.e. equals β = 2000 here"),
+        MethodSpec("vid", "Ahn et al. 2019, Variational Information Distillation for Knowledge Transfer (CVPR)",
+                   beta=1.0),
+        MethodSpec("sp", "Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)", beta=3000.0),
+        MethodSpec("cc", "Peng et al. 2019, Correlation Congruence for Knowledge Distillation (ICCV)", beta=0.02,
+                   notes="β = 0.02 is RepDistiller's, tuned for its own simplified CC; retune for the kernel form"),
+        MethodSpec("rkd", "Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)", beta=1.0,
+                   notes="distance and angle weights 25 / 50 inside the loss"),
+        MethodSpec("pkt", "Passalis & Tefas 2018, Learning Deep Representations with Probabilistic "
+                   "Knowledge Transfer (ECCV)", beta=30000.0),
+        MethodSpec("nst", "Huang & Wang 2017, Like What You Like: Knowledge Distill via Neuron Selectivity "
+                   "Transfer (arXiv:1707.01219)", beta=50.0,
+                   notes="the loss includes the paper's λ/2; RepDistiller's β = 50 omits the 1/2"),
+        MethodSpec("ab", "Heo, Lee, Yun & Choi 2019, Knowledge Transfer via Distillation of Activation "
+                   "Boundaries Formed by Hidden Neurons (AAAI)", beta=1.0,
+                   phases="pretraining: student + connectors minimise the AB loss (RepDistiller: 30 epochs); "
+                   "main: CE (+ logit loss); the paper drops the AB term (active_in_main_phase=False)"),
+        MethodSpec("ft", "Kim, Park & Kwak 2018, Paraphrasing Complex Network: Network Compression via "
+                   "Factor Transfer (NeurIPS)", beta=200.0,
+                   phases="pretraining: paraphraser on teacher features (reconstruction); "
+                   "main: student + translator with the FT loss"),
+        MethodSpec("fsp", "Yim, Joo, Bae & Kim 2017, A Gift from Knowledge Distillation (CVPR)", beta=50.0,
+                   phases="pretraining: student minimises the FSP loss; main: CE only "
+                   "(active_in_main_phase=False)"),
+        MethodSpec("crd", "Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
+                   beta=0.8, notes="RepDistiller's CRD+KD used γ = 1, α = 1, β = 0.8"),
+    ]
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The table entry of a registered loss (KdlensError with close matches if unknown)."""
+    LOSSES.get(name)
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise unknown_name("method", name, METHODS) from None
+
+
+def default_hyperparameters(name: str) -> dict[str, Any]:
+    """Constructor defaults of a loss (shapes and required arguments excluded)."""
+    params = inspect.signature(LOSSES.get(name).__init__).parameters
+    return {
+        p.name: p.default
+        for p in params.values()
+        if p.name not in ("self", "student_shapes", "teacher_shapes") and p.default is not inspect.Parameter.empty
+    }
+
+
+def required_hyperparameters(name: str) -> list[str]:
+    """Constructor arguments without a default (e.g. CRD's ``n_data``)."""
+    params = inspect.signature(LOSSES.get(name).__init__).parameters
+    return [
+        p.name
+        for p in params.values()
+        if p.name not in ("self", "student_shapes", "teacher_shapes")
+        and p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+
+
+def describe_methods() -> list[dict[str, Any]]:
+    """One dict per registered method, sorted by name (for ``kdlens methods``)."""
+    rows = []
+    for name in LOSSES.names():
+        spec = method_spec(name)
+        cls = LOSSES.get(name)
+        rows.append(
+            {
+                "name": name,
+                "kind": cls.kind,
+                "gamma": spec.gamma,
+                "alpha": spec.alpha,
+                "beta": spec.beta,
+                "hyper": default_hyperparameters(name),
+                "required": required_hyperparameters(name),
+                "source": spec.source,
+                "citation": spec.citation,
+                "phases": spec.phases,
+                "notes": spec.notes,
+                "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            }
+        )
+    return rows
