@@ -98,6 +98,8 @@ def linear_gram(x: Any) -> np.ndarray:
 
 
 def _squared_distances(X: np.ndarray) -> np.ndarray:
+    """‖x_i − x_j‖² via ‖x_i‖² + ‖x_j‖² − 2x_iᵀx_j on centred X (less cancellation)."""
+    X = X - X.mean(axis=0, keepdims=True)
     sq = np.einsum("ij,ij->i", X, X)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)
     np.maximum(d2, 0.0, out=d2)  # round-off can make tiny negatives
@@ -110,7 +112,7 @@ def median_pairwise_distance(x: Any) -> float:
     X = as_representation(x, "x")
     d2 = _squared_distances(X)
     iu = np.triu_indices(X.shape[0], k=1)
-    return float(np.sqrt(np.median(d2[iu])))
+    return float(np.median(np.sqrt(d2[iu])))
 
 
 def rbf_gram(x: Any, sigma_frac: float = 0.8) -> np.ndarray:
@@ -125,14 +127,14 @@ def rbf_gram(x: Any, sigma_frac: float = 0.8) -> np.ndarray:
     X = as_representation(x, "x")
     d2 = _squared_distances(X)
     iu = np.triu_indices(X.shape[0], k=1)
-    med2 = float(np.median(d2[iu]))
-    if med2 <= 0.0:
+    med = float(np.median(np.sqrt(d2[iu])))
+    if med <= 0.0:
         raise KdlensError(
             "the median pairwise distance of the representation is 0 (more than half of the "
             "example pairs are identical), so the RBF bandwidth is undefined; drop duplicate "
             "examples or use linear_cka."
         )
-    sigma2 = sigma_frac**2 * med2
+    sigma2 = (sigma_frac * med) ** 2
     np.multiply(d2, -1.0 / (2.0 * sigma2), out=d2)
     np.exp(d2, out=d2)
     return d2
