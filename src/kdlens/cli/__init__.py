@@ -1,0 +1,1 @@
+"""The ``kdlens`` command line (Typer): thin, parses and validates, calls the library."""

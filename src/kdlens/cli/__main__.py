@@ -1,0 +1,3 @@
+from kdlens.cli.main import app
+
+app()

@@ -1,0 +1,33 @@
+"""Turn user errors into a one-paragraph message and exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from kdlens.errors import KdlensError
+
+F = TypeVar("F", bound=Callable)
+_err = Console(stderr=True)
+
+
+def user_errors_exit_2(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KdlensError as exc:
+            _err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str) -> None:
+    _err.print(f"[bold red]error:[/] {message}")
+    sys.exit(2)

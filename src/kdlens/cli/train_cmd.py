@@ -1,0 +1,73 @@
+"""``kdlens train``: one supervised run from flags, a YAML file and key=value overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kdlens.cli.errors import user_errors_exit_2
+from kdlens.config import TrainConfig, load_config
+
+
+def split_config_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
+    """``[CONFIG.yaml] [key=value ...]`` → (config path or None, overrides)."""
+    args = list(args or [])
+    if args and "=" not in args[0]:
+        return Path(args[0]), args[1:]
+    return None, args
+
+
+def flag_overrides(**flags) -> list[str]:
+    """Map CLI flags (``model="resnet20"``) to dotted overrides; None flags are skipped."""
+    mapping = {
+        "model": "model.name",
+        "dataset": "data.name",
+        "root": "data.root",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "lr": "optim.lr",
+        "seed": "seed",
+        "out": "out",
+        "name": "name",
+        "device": "device",
+        "bf16": "bf16",
+        "channels_last": "channels_last",
+        "budget": "data.budget",
+        "download": "data.download",
+    }
+    return [f"{mapping[k]}={v}" for k, v in flags.items() if v is not None]
+
+
+@user_errors_exit_2
+def train(
+    args: list[str] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
+    model: str = typer.Option(None, help="model name (see `kdlens models`)"),
+    dataset: str = typer.Option(None, help="dataset name: digits, fashion-mnist, mnist, cifar10, …"),
+    root: str = typer.Option(None, help="dataset root directory"),
+    epochs: int = typer.Option(None),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None),
+    seed: int = typer.Option(None),
+    out: str = typer.Option(None, help="run store directory (default: runs)"),
+    name: str = typer.Option(None, help="run name"),
+    device: str = typer.Option(None, help="auto | cpu | cuda"),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast"),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last"),
+    budget: int = typer.Option(None, help="balanced label budget"),
+    download: bool = typer.Option(None, "--download/--no-download"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Train one model (supervised)."""
+    from kdlens.train.run import run_training
+
+    path, overrides = split_config_args(args)
+    flags = flag_overrides(
+        model=model, dataset=dataset, root=root, epochs=epochs, batch_size=batch_size, lr=lr,
+        seed=seed, out=out, name=name, device=device, bf16=bf16, channels_last=channels_last,
+        budget=budget, download=download,
+    )
+    cfg = load_config(TrainConfig, path, flags + overrides)
+    outcome = run_training(cfg, resume=resume, progress=not quiet)
+    typer.echo(outcome.summary())

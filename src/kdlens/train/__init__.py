@@ -1,0 +1,18 @@
+"""Training engine and loops (supervised now; distillation/semi-supervised plug in as loops)."""
+
+from kdlens.train.evaluate import EvalSet, evaluate, predict_logits
+from kdlens.train.loop import Batch, Loop, StepOutput, SupervisedLoop
+from kdlens.train.trainer import Trainer, TrainResult, resolve_device
+
+__all__ = [
+    "Batch",
+    "EvalSet",
+    "Loop",
+    "StepOutput",
+    "SupervisedLoop",
+    "TrainResult",
+    "Trainer",
+    "evaluate",
+    "predict_logits",
+    "resolve_device",
+]

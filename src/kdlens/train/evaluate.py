@@ -1,0 +1,67 @@
+"""Test-set evaluation: accuracy and cross-entropy of a model on in-memory data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EvalSet:
+    """Raw images (uint8 or float), labels and the transform that prepares a batch."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+
+
+def autocast_context(device: torch.device, bf16: bool):
+    if not bf16:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    data: EvalSet,
+    device: torch.device,
+    batch_size: int = 1000,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Logits (float32, on CPU) for every example of ``data`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        for start in range(0, len(data.labels), batch_size):
+            x = data.prepare(data.images[start : start + batch_size].to(device))
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_context(device, bf16):
+                outputs.append(model(x).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def evaluate(
+    model: nn.Module,
+    data: EvalSet,
+    device: torch.device,
+    batch_size: int = 1000,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """``{"acc": top-1 accuracy in %, "loss": mean cross-entropy}``."""
+    logits = predict_logits(model, data, device, batch_size, bf16, channels_last)
+    labels = data.labels.cpu()
+    acc = (logits.argmax(1) == labels).float().mean().item() * 100.0
+    loss = F.cross_entropy(logits, labels).item()
+    return {"acc": acc, "loss": loss}

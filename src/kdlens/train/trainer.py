@@ -1,0 +1,242 @@
+"""The training engine: one epoch loop for every kind of training.
+
+Reproducibility: epoch ``e`` draws its shuffling/augmentation from a generator seeded
+with ``(seed, e)`` and reseeds the global RNG (dropout) the same way, so a run resumed
+from the checkpoint of epoch ``e`` replays epochs ``e+1…`` exactly as an uninterrupted
+run would (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlens.config import OptimConfig
+from kdlens.errors import TrainingDivergedError
+from kdlens.store import RunDir, atomic_torch_save, safe_torch_load
+from kdlens.train.evaluate import EvalSet, autocast_context, evaluate
+from kdlens.train.loop import Loop
+from kdlens.train.progress import TrainingProgress
+from kdlens.train.schedules import build_optimizer, build_scheduler
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    final_acc: float | None
+    best_acc: float | None
+    best_epoch: int | None
+    epochs: int
+    images_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "final_acc": self.final_acc,
+            "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "images_per_s": self.images_per_s,
+        }
+
+
+class Trainer:
+    """Fit ``model`` with ``loop`` for ``epochs``; evaluate, log, checkpoint, resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loop: Loop,
+        optim: OptimConfig,
+        epochs: int,
+        *,
+        eval_set: EvalSet | None = None,
+        run_dir: RunDir | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        bf16: bool = False,
+        channels_last: bool = False,
+        eval_every: int = 1,
+        progress: bool = True,
+        description: str = "train",
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loop = loop
+        for module in loop.trainable_modules():
+            module.to(self.device)
+        params = list(self.model.parameters())
+        for module in loop.trainable_modules():
+            params += list(module.parameters())
+        self.optimizer = build_optimizer(params, optim)
+        self.scheduler = build_scheduler(self.optimizer, optim, epochs)
+        self.epochs = epochs
+        self.eval_set = eval_set
+        self.run_dir = run_dir
+        self.seed = seed
+        self.bf16 = bf16
+        self.channels_last = channels_last
+        self.eval_every = eval_every
+        self.progress = progress
+        self.description = description
+        self.on_epoch_end = on_epoch_end
+        self.start_epoch = 0
+        self.best_acc: float | None = None
+        self.best_epoch: int | None = None
+
+    # -- checkpoints -------------------------------------------------------------
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loop": self.loop.state_dict(),
+            "extra_modules": [m.state_dict() for m in self.loop.trainable_modules()],
+            "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
+            "rng_torch": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loop.load_state_dict(state.get("loop", {}))
+        for module, module_state in zip(self.loop.trainable_modules(), state.get("extra_modules", [])):
+            module.load_state_dict(module_state)
+        self.best_acc = state.get("best_acc")
+        self.best_epoch = state.get("best_epoch")
+        torch.set_rng_state(state["rng_torch"])
+        self.start_epoch = int(state["epoch"])
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` of the run directory; False when there is none."""
+        if self.run_dir is None or not self.run_dir.last_checkpoint.exists():
+            return False
+        self.load_state_dict(safe_torch_load(self.run_dir.last_checkpoint, self.device))
+        self.run_dir.truncate_metrics(self.start_epoch)
+        return True
+
+    def _save(self, epoch: int, is_best: bool) -> None:
+        if self.run_dir is None:
+            return
+        state = self.state_dict(epoch)
+        atomic_torch_save(state, self.run_dir.last_checkpoint)
+        if is_best:
+            atomic_torch_save({"epoch": epoch, "model": state["model"]}, self.run_dir.best_checkpoint)
+
+    # -- training ----------------------------------------------------------------
+    def _train_epoch(self, epoch: int, bar: TrainingProgress) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        torch.manual_seed(epoch_seed(self.seed, epoch) + 1)
+        self.model.train()
+        for module in self.loop.trainable_modules():
+            module.train()
+        totals: dict[str, float] = {}
+        n_seen, n_correct, n_labeled, steps = 0, 0, 0, 0
+        start = time.perf_counter()
+        for step, batch in enumerate(self.loop.batches(generator)):
+            if self.channels_last and batch.x.dim() == 4:
+                batch.x = batch.x.contiguous(memory_format=torch.channels_last)
+            with autocast_context(self.device, self.bf16):
+                out = self.loop.step(self.model, batch)
+            _check_finite(out.parts, out.loss, epoch, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            steps += 1
+            n_seen += batch.x.shape[0]
+            for key, value in out.parts.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach())
+            totals["loss"] = totals.get("loss", 0.0) + float(out.loss.detach())
+            if out.logits is not None and out.targets is not None:
+                labeled = out.targets >= 0
+                n_labeled += int(labeled.sum())
+                n_correct += int((out.logits.detach().argmax(1)[labeled] == out.targets[labeled]).sum())
+            elapsed = time.perf_counter() - start
+            bar.advance(
+                1,
+                epoch=f"{epoch + 1}/{self.epochs}",
+                loss=totals["loss"] / steps,
+                **({"acc": 100.0 * n_correct / n_labeled} if n_labeled else {}),
+                **{"img/s": f"{n_seen / max(elapsed, 1e-9):.0f}"},
+            )
+        elapsed = time.perf_counter() - start
+        row = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()}
+        if n_labeled:
+            row["train_acc"] = 100.0 * n_correct / n_labeled
+        row["images_per_s"] = n_seen / max(elapsed, 1e-9)
+        row["epoch_seconds"] = elapsed
+        return row
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        if resume:
+            self.resume()
+        history = self.run_dir.read_metrics() if self.run_dir and resume else []
+        total_steps = self.epochs * self.loop.num_batches()
+        with TrainingProgress(self.description, total_steps, self.progress) as bar:
+            bar.update(self.start_epoch * self.loop.num_batches())
+            for epoch in range(self.start_epoch, self.epochs):
+                row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+                row.update(self._train_epoch(epoch, bar))
+                self.scheduler.step()
+                is_best = False
+                if self.eval_set is not None and (
+                    (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+                ):
+                    scores = evaluate(
+                        self.model, self.eval_set, self.device, bf16=self.bf16,
+                        channels_last=self.channels_last,
+                    )
+                    row["test_acc"], row["test_loss"] = scores["acc"], scores["loss"]
+                    if self.best_acc is None or scores["acc"] > self.best_acc:
+                        self.best_acc, self.best_epoch, is_best = scores["acc"], epoch + 1, True
+                    bar.log(
+                        f"epoch {epoch + 1}/{self.epochs}: loss {row['train_loss']:.4f}, "
+                        f"test acc {scores['acc']:.2f}%"
+                    )
+                history.append(row)
+                if self.run_dir is not None:
+                    self.run_dir.append_metrics(row)
+                self._save(epoch + 1, is_best)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(row)
+        last_eval = [r for r in history if "test_acc" in r]
+        speeds = [r["images_per_s"] for r in history if "images_per_s" in r]
+        return TrainResult(
+            final_acc=last_eval[-1]["test_acc"] if last_eval else None,
+            best_acc=self.best_acc,
+            best_epoch=self.best_epoch,
+            epochs=self.epochs,
+            images_per_s=sum(speeds) / len(speeds) if speeds else 0.0,
+            history=history,
+        )
+
+
+def _check_finite(parts: dict[str, torch.Tensor], loss: torch.Tensor, epoch: int, step: int) -> None:
+    if bool(torch.isfinite(loss.detach()).all()):
+        return
+    bad = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())]
+    which = ", ".join(bad) if bad else "total loss"
+    raise TrainingDivergedError(
+        f"non-finite loss ({which} = {float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; "
+        "try a lower learning rate or temperature, or bf16=false"
+    )
