@@ -115,7 +115,7 @@ def load_dataset(
     ``root/cifar-10-batches-py``, …); ``None`` searches the system locations and
     :func:`default_data_root`.  ``download=True`` fetches missing files through
     torchvision (needs internet).  ``options`` go to the source (only ``synthetic``
-    takes any: ``n``, ``num_classes``, ``channels``, ``size``, ``seed``, ``num_coarse``).
+    takes any: ``n``, ``n_test``, ``num_classes``, ``channels``, ``size``, ``seed``, ``num_coarse``).
 
     Raises :class:`~kdlens.errors.DatasetNotFoundError` when files are missing (the
     message says how to get them) and :class:`~kdlens.errors.KdlensError` for a bad

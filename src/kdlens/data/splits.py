@@ -94,10 +94,10 @@ def balanced_budget(
         k = budget // num_classes
     smallest_class, smallest = min(((c, len(m)) for c, m in members.items()), key=lambda t: t[1])
     if k * n_folds > smallest:
-        need = f"{k} per class × n_folds={n_folds} = {k * n_folds}" if n_folds > 1 else f"{k} per class"
+        need = f"{k} × n_folds={n_folds} = {k * n_folds}" if n_folds > 1 else f"{k}"
         allowed = smallest // n_folds
         raise KdlensError(
-            f"budget={budget} needs {need} samples, but class {smallest_class} has only {smallest}; "
+            f"budget={budget} needs {need} samples per class, but class {smallest_class} has only {smallest}; "
             f"allowed: at most {allowed} per class"
             + ("" if per_class else f" (budget <= {allowed * num_classes})")
             + (f" with n_folds={n_folds}" if n_folds > 1 else "")

@@ -51,28 +51,32 @@ def _generate(
     "synthetic",
     mean=None,
     std=None,
-    description="synthetic class-conditional images from a seed (options: n, num_classes, channels, size, seed)",
+    description="synthetic class-conditional images from a seed (options: n, n_test, num_classes, channels, size, seed, num_coarse)",
 )
 def load_synthetic(
     split: str,
     root: Path | None,
     download: bool,
     n: int = 512,
+    n_test: int | None = None,
     num_classes: int = 10,
     channels: int = 1,
     size: int = 16,
     seed: int = 0,
     num_coarse: int | None = None,
 ) -> Dataset:
-    """``n`` samples of the requested split (train and test both have ``n``)."""
+    """Train split: ``n`` samples; test split: ``n_test`` (default ``n``)."""
     _check("n", n, 1, 10_000_000)
+    if n_test is not None:
+        _check("n_test", n_test, 1, 10_000_000)
     _check("num_classes", num_classes, 2, 10_000)
     _check("channels", channels, 1, 64)
     _check("size", size, 2, 1024)
     _check("seed", seed, 0, 2**62)
     if num_coarse is not None:
         _check("num_coarse", num_coarse, 1, num_classes)
-    images, labels = _generate(split, n, num_classes, channels, size, seed)
+    size_of_split = n if split == "train" or n_test is None else n_test
+    images, labels = _generate(split, size_of_split, num_classes, channels, size, seed)
     train = images if split == "train" else _generate("train", n, num_classes, channels, size, seed)[0]
     pixels = train.transpose(0, 1).reshape(channels, -1).double() / 255
     mean = tuple(round(float(v), 6) for v in pixels.mean(1))
