@@ -275,3 +275,22 @@ def test_real_debian_fashion_mnist():
     assert abs(pixels.std(correction=0).item() - train.std[0]) < 1e-4
     # the documented first labels of the original files: 9 (Ankle boot), 0, 0, 3, 0 / test 9, 2, 1, 1, 6
     assert train.labels[:5].tolist() == [9, 0, 0, 3, 0] and test.labels[:5].tolist() == [9, 2, 1, 1, 6]
+
+
+def test_subset_of_channels_last_images_and_to():
+    ds = load_dataset("synthetic", n=12, channels=3, size=4)
+    cl = Dataset(ds.name, ds.images.contiguous(memory_format=torch.channels_last), ds.labels, ds.classes)
+    assert torch.equal(cl.subset([5, 2]).images, ds.images[[5, 2]])
+    assert ds.to("cpu").images.device.type == "cpu"
+
+
+def test_importing_the_data_layer_stays_light():
+    import subprocess
+
+    code = (
+        "import sys, kdlens.data; "
+        "heavy = [m for m in ('sklearn', 'torchvision', 'mnist1d') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -13,7 +13,7 @@ files, sizes and normalisation constants).
 """
 
 from kdlens.data import sources as _sources  # noqa: F401  (registers the datasets)
-from kdlens.data.augment import BatchAugment, normalize, to_float
+from kdlens.data.augment import BatchAugment, crop_and_flip, normalize, to_float
 from kdlens.data.batches import TensorBatches
 from kdlens.data.catalog import (
     DATASETS,
@@ -49,6 +49,7 @@ __all__ = [
     "UnsafePickleError",
     "balanced_budget",
     "complement",
+    "crop_and_flip",
     "dataset_normalization",
     "dataset_source",
     "default_data_root",

@@ -2,8 +2,8 @@
 
 The usual CIFAR recipe (He et al. 2016, §4.2: "4 pixels are padded on each side, and a
 32×32 crop is randomly sampled from the padded image or its horizontal flip") applied
-to a whole batch at once: pad once with zeros, then gather every sample's crop (and
-flip) with one advanced-indexing operation built from per-sample offsets.
+to a whole batch at once: every sample's crop (and flip) is one ``gather`` with
+per-sample source indices, zero padding is a mask (see :func:`crop_and_flip`).
 
 Randomness comes from a ``torch.Generator`` (CPU); the random numbers are drawn on the
 CPU and moved to the batch's device, so the same seed gives the same augmentation on
@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from kdlens.errors import KdlensError
 
@@ -66,6 +65,28 @@ def normalize(
     if s is not None:
         x.div_(s)
     return x
+
+
+def crop_and_flip(batch: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Per-sample H×W windows of ``batch`` starting at ``(top[i], left[i])`` (may be
+    negative or run past the edge: those pixels are zero, i.e. zero padding), each
+    mirrored left-right where ``flip[i]``.  Same dtype and shape as ``batch``.
+
+    One ``gather`` over the flattened H·W plane with a per-sample source index
+    (shared by the channels), then a validity mask for the padded border; nothing
+    is padded or looped over per image.
+    """
+    n, c, h, w = batch.shape
+    dev = batch.device
+    top, left, flip = top.to(dev), left.to(dev), flip.to(dev)
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    rows = top[:, None] + ar_h  # N×H source rows
+    cols = left[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # N×W source columns
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # N×H×W
+    source = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # N×H×W
+    out = batch.reshape(n, c, h * w).gather(2, source.view(n, 1, h * w).expand(n, c, h * w))
+    return out.view(n, c, h, w) * inside[:, None]
 
 
 class BatchAugment:
@@ -128,20 +149,9 @@ class BatchAugment:
         """Crop at the given offsets, flip where ``flip``, then normalise; float32 out."""
         if batch.ndim != 4:
             raise KdlensError(f"expected an N×C×H×W batch, got shape {tuple(batch.shape)}")
-        n, c, h, w = batch.shape
         p = self.padding
         if p or bool(flip.any()):
-            dev = batch.device
-            dy, dx, flip = dy.to(dev), dx.to(dev), flip.to(dev)
-            padded = F.pad(batch, (p, p, p, p)) if p else batch
-            ar_h = torch.arange(h, device=dev)
-            ar_w = torch.arange(w, device=dev)
-            rows = dy[:, None] + ar_h  # N×H, rows of the padded image
-            cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # N×W, reversed if flipped
-            sample = torch.arange(n, device=dev)[:, None, None]
-            # advanced indices around a slice: result is N×H×W×C
-            batch = padded.permute(0, 2, 3, 1)[sample, rows[:, :, None], cols[:, None, :]]
-            batch = batch.permute(0, 3, 1, 2).contiguous()
+            batch = crop_and_flip(batch, dy - p, dx - p, flip)
         return normalize(batch, self.mean, self.std)
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kdlens.data.dataset import as_index_tensor
+from kdlens.data.dataset import as_index_tensor, select_rows
 from kdlens.errors import KdlensError
 
 if TYPE_CHECKING:
@@ -95,4 +95,4 @@ class TensorBatches:
                 yield self.images[start:end], self.labels[start:end], idx
             else:
                 idx = order[start:end]
-                yield self.images.index_select(0, idx), self.labels.index_select(0, idx), idx
+                yield select_rows(self.images, idx), select_rows(self.labels, idx), idx

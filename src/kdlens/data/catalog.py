@@ -114,7 +114,8 @@ def load_dataset(
     ``root``: a folder in torchvision's layout (``root/FashionMNIST/raw``,
     ``root/cifar-10-batches-py``, …); ``None`` searches the system locations and
     :func:`default_data_root`.  ``download=True`` fetches missing files through
-    torchvision (needs internet).  ``options`` go to the source (only ``synthetic``
+    torchvision (needs internet).  ``digits``, ``mnist1d`` and ``synthetic`` need no
+    files and ignore ``root``/``download``.  ``options`` go to the source (only ``synthetic``
     takes any: ``n``, ``n_test``, ``num_classes``, ``channels``, ``size``, ``seed``, ``num_coarse``).
 
     Raises :class:`~kdlens.errors.DatasetNotFoundError` when files are missing (the

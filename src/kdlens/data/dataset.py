@@ -39,6 +39,17 @@ def as_index_tensor(indices: object, size: int, what: str = "indices") -> torch.
     return idx
 
 
+def select_rows(tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``tensor[idx]`` along dim 0.  For contiguous tensors this goes through a 2-D view:
+    ``index_select`` on N×C×H×W uint8 was measured here up to 1000× slower than on the
+    N×(C·H·W) view when the CPU cores are busy."""
+    idx = idx.to(tensor.device)
+    if tensor.ndim > 2 and tensor.is_contiguous():
+        flat = tensor.reshape(tensor.shape[0], -1).index_select(0, idx)
+        return flat.view(idx.numel(), *tensor.shape[1:])
+    return tensor.index_select(0, idx)
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """One split of a dataset, held in memory.
@@ -126,14 +137,11 @@ class Dataset:
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Dataset:
         """The samples at ``indices`` (in that order), same classes and constants."""
         idx = as_index_tensor(indices, len(self), what=f"subset indices of {self.name!r}")
-        idx = idx.to(self.images.device)
         return replace(
             self,
-            images=self.images.index_select(0, idx),
-            labels=self.labels.index_select(0, idx.to(self.labels.device)),
-            coarse_labels=None
-            if self.coarse_labels is None
-            else self.coarse_labels.index_select(0, idx.to(self.coarse_labels.device)),
+            images=select_rows(self.images, idx),
+            labels=select_rows(self.labels, idx),
+            coarse_labels=None if self.coarse_labels is None else select_rows(self.coarse_labels, idx),
         )
 
     def to(self, device: torch.device | str) -> Dataset:
