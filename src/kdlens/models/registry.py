@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from kdlens.errors import unknown_name
+from kdlens.errors import KdlensError, unknown_name
 from kdlens.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -27,16 +27,22 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kw: object) -> nn.Module:
     """Build the zoo model ``name`` with freshly initialised weights (unless ``weights=`` says otherwise).
 
+    ``input_size`` (the side of square inputs) is accepted by every model so that callers can
+    pass the dataset's size uniformly: models whose layers depend on it (the thesis CNNs)
+    use it, size-agnostic ones (adaptive pooling) only check that it is at least 8.
     Unknown names and unknown keyword options raise a :class:`~kdlens.errors.KdlensError`
     listing close matches.
     """
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        options = [p for p in params if p not in ("num_classes", "in_channels")]
-        for key in kw:
-            if key not in options:
-                raise unknown_name(f"option of model {name!r}", key, options)
+    options = [p for p in params if p not in ("num_classes", "in_channels")]
+    if "input_size" not in params and "input_size" in kw:
+        size = kw.pop("input_size")
+        if size is not None and int(size) < 8:  # type: ignore[call-overload]
+            raise KdlensError(f"model {name!r} needs inputs of at least 8×8, got input_size={size}")
+    for key in kw:
+        if key not in options:
+            raise unknown_name(f"option of model {name!r}", key, [*options, "input_size"])
     return factory(num_classes=num_classes, in_channels=in_channels, **kw)
 
 

@@ -91,7 +91,8 @@ def load_weights(model: ImageNetResNet, state: dict[str, Tensor]) -> None:
     if w is not None and w.shape[1] != conv1.shape[1]:
         state["conv1.weight"] = w.mean(1, keepdim=True).repeat(1, conv1.shape[1], 1, 1) * (w.shape[1] / conv1.shape[1])
     fc_w = state.get("fc.weight")
-    if fc_w is not None and fc_w.shape != model.fc.weight.shape:
+    fresh_fc = fc_w is not None and fc_w.shape != model.fc.weight.shape
+    if fresh_fc:
         warnings.warn(
             f"checkpoint classifier has {fc_w.shape[0]} classes, the model {model.fc.out_features}: "
             "keeping a freshly initialised classifier",
@@ -99,8 +100,11 @@ def load_weights(model: ImageNetResNet, state: dict[str, Tensor]) -> None:
         )
         state.pop("fc.weight")
         state.pop("fc.bias", None)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.") or "fc.weight" in state]
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise KdlensError(f"weights do not fit this ResNet: {exc}") from None
+    missing = [k for k in missing if not (fresh_fc and k.startswith("fc."))]
     if missing or unexpected:
         raise KdlensError(f"weights do not fit this ResNet: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

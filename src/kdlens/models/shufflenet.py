@@ -32,7 +32,7 @@ class ShuffleUnit(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, stride: int, groups: int, first_grouped: bool) -> None:
         super().__init__()
-        self.stride, self.groups = stride, groups
+        self.stride = stride
         branch = out_planes - in_planes if stride == 2 else out_planes
         mid = branch // 4
         g1 = groups if first_grouped else 1

@@ -158,8 +158,13 @@ def extract_features(model: nn.Module, x: Tensor, names: Iterable[str]) -> dict[
 
 
 def _stages_by_resolution(model: nn.Module, example_input: Tensor) -> tuple[tuple[str, ...], ...]:
-    """Group the fallback blocks of a foreign model by the spatial size of their outputs (dry run in eval mode)."""
-    blocks = list(_blocks(model))
+    """Group the fallback blocks of a foreign model by the spatial size of their outputs (dry run in eval mode).
+
+    Global pooling layers are no stage of their own and are left out.
+    """
+    modules = dict(model.named_modules())
+    global_pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    blocks = [b for b in _blocks(model) if not isinstance(modules[b], global_pools)]
     was_training = model.training
     model.eval()
     try:
