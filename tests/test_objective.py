@@ -85,3 +85,73 @@ def test_describe_methods_lists_every_registered_loss():
     kd = next(r for r in rows if r["name"] == "kd")
     assert kd["kind"] == "logit" and kd["hyper"] == {"T": 4.0}
     assert kd["gamma"] == 0.1 and kd["alpha"] == 0.9 and "Hinton" in kd["citation"]
+
+
+S_SHAPES, T_SHAPES = [(3, 4, 4)], [(5, 8, 8)]
+
+
+def feats(seed: int = 1, b: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        [torch.randn(b, *S_SHAPES[0], generator=g, dtype=torch.float64, requires_grad=True)],
+        [torch.randn(b, *T_SHAPES[0], generator=g, dtype=torch.float64)],
+    )
+
+
+def test_build_objective_at_plus_kd_gets_documented_weights():
+    obj = build_objective("at+kd", S_SHAPES, T_SHAPES)
+    assert obj.weights == {"gamma": 0.1, "alpha": 0.9, "beta": 1000.0}
+    assert obj.hint_loss.name == "at" and obj.logit_loss.name == "kd"
+    assert build_objective("kd+at", S_SHAPES, T_SHAPES).weights == obj.weights
+    alone = build_objective("at", S_SHAPES, T_SHAPES)
+    assert alone.weights == {"gamma": 1.0, "alpha": 0.0, "beta": 1000.0} and alone.logit_loss is None
+    assert build_objective("fitnet+kd", S_SHAPES, T_SHAPES).weights["beta"] == 100.0
+    crd = build_objective("crd", [(8,)], [(16,)], n_data=50, nce_k=4)
+    assert crd.weights == {"gamma": 1.0, "alpha": 0.0, "beta": 0.8} and crd.hint_loss.nce_k == 4
+
+
+def test_weighted_sum_with_hint_term():
+    torch.manual_seed(0)
+    zs, zt, y = batch()
+    fs, ft = feats()
+    obj = build_objective("at+kd", S_SHAPES, T_SHAPES, form="paper").double()
+    total, parts = obj(zs, y, zt, fs, ft)
+    hint = create_loss("at", S_SHAPES, T_SHAPES, form="paper")(fs, ft).item()
+    assert parts["hint"] == pytest.approx(hint, rel=1e-12)
+    assert total.item() == pytest.approx(0.1 * parts["ce"] + 0.9 * parts["logit"] + 1000 * hint, rel=1e-12)
+
+
+def test_objective_parameters_include_adapters_and_context_reaches_crd():
+    obj = build_objective("fitnet+kd", S_SHAPES, T_SHAPES)
+    assert {id(p) for p in obj.parameters()} == {id(p) for p in obj.hint_loss.regressors.parameters()}
+    crd = build_objective("crd+kd", [(8,)], [(16,)], n_data=50, nce_k=4).double()
+    zs, zt, y = batch()
+    g = torch.Generator().manual_seed(3)
+    fs = [torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)]
+    ft = [torch.randn(6, 16, generator=g, dtype=torch.float64)]
+    total, parts = crd(zs, y, zt, fs, ft, indices=torch.arange(6))
+    total.backward()
+    assert torch.isfinite(fs[0].grad).all() and all(p.grad is not None for p in crd.hint_loss.embed_s.parameters())
+    with pytest.raises(KdlensError, match="indices"):
+        crd(zs, y, zt, fs, ft)
+
+
+def test_pretraining_is_delegated_to_the_hint_loss():
+    obj = build_objective("fitnet", S_SHAPES, T_SHAPES, two_stage=True).double()
+    fs, ft = feats()
+    assert obj.requires_pretraining
+    assert obj.pretrain_loss(fs, ft).item() == pytest.approx(obj.hint_loss(fs, ft).item())
+    assert not build_objective("kd").requires_pretraining
+
+
+def test_override_routing_errors():
+    with pytest.raises(KdlensError, match="accepted by crd and noisy_kd"):
+        build_objective("crd+noisy_kd", [(8,)], [(16,)], n_data=50, seed=1)
+    obj = build_objective("crd+noisy_kd", [(8,)], [(16,)], n_data=50, **{"noisy_kd.seed": 5})
+    assert obj.logit_loss.seed == 5 and obj.hint_loss.seed == 0
+    with pytest.raises(KdlensError, match="not part of"):
+        build_objective("kd", **{"at.p": 2})
+    with pytest.raises(KdlensError, match="hint method"):
+        build_objective("at+kd")
+    with pytest.raises(KdlensError, match="Did you mean: at"):
+        build_objective("atx+kd", S_SHAPES, T_SHAPES)

@@ -13,6 +13,7 @@ unless the entry says otherwise.
 from __future__ import annotations
 
 import inspect
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ class MethodSpec:
     alpha: float = 0.0
     beta: float = 0.0
     source: str = REPDISTILLER
+    #: where the loss's hyper-parameter defaults (its constructor's) come from
+    hyper_source: str = ""
     #: training phases, in words, for the training loop and ``kdlens methods``
     phases: str = "main"
     notes: str = ""
@@ -42,52 +45,70 @@ METHODS: dict[str, MethodSpec] = {
     for s in [
         # response-based
         MethodSpec("kd", "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network",
-                   gamma=0.1, alpha=0.9),
+                   gamma=0.1, alpha=0.9,
+                   hyper_source="T = 4: RepDistiller"),
         MethodSpec("ls", "Szegedy et al. 2016, Rethinking the Inception Architecture (§7); "
                    "Vats 2021, Response-based knowledge distillation (LS as no-similarity KD)",
-                   gamma=0.0, alpha=1.0, source="kdlens: LS replaces CE (α_LS = 0.1, Szegedy et al. 2016)"),
+                   gamma=0.0, alpha=1.0, source="kdlens: LS replaces CE (α_LS = 0.1, Szegedy et al. 2016)",
+                   hyper_source="α_LS = 0.1: Szegedy et al. 2016"),
         MethodSpec("skd", "Guo et al. 2020, Reducing the Teacher-Student Gap via Spherical Knowledge Distillation",
-                   gamma=0.1, alpha=0.9, source="kdlens: KD's weights and T (SKD is robust to T per the paper)"),
+                   gamma=0.1, alpha=0.9, source="kdlens: KD's weights and T (SKD is robust to T per the paper)",
+                   hyper_source="form=paper per the paper; form=code multiplier = 2 per the authors' code; T = 4 as KD"),
         MethodSpec("wsl", "Zhou et al. 2021, Rethinking Soft Labels for Knowledge Distillation: "
                    "A Bias-Variance Tradeoff Perspective (ICLR)",
-                   gamma=1.0, alpha=2.5, source="paper's ImageNet setting (T = 2, α = 2.5)"),
+                   gamma=1.0, alpha=2.5, source="paper's ImageNet setting (T = 2, α = 2.5)",
+                   hyper_source="T = 2: paper (ImageNet)"),
         MethodSpec("dkd", "Zhao et al. 2022, Decoupled Knowledge Distillation (CVPR)",
                    gamma=1.0, alpha=1.0, source="paper's CIFAR-100 setting (α_TCKD = 1, β_NCKD = 8, T = 4)",
-                   notes="the paper warms the DKD term up linearly over 20 epochs (loop's job)"),
+                   notes="the paper warms the DKD term up linearly over 20 epochs (loop's job)",
+                   hyper_source="T = 4, α_TCKD = 1, β_NCKD = 8: paper (CIFAR-100)"),
         MethodSpec("noisy_kd", "Vats 2021, Response-based knowledge distillation, §4.8 (noise in soft labels)",
-                   gamma=0.1, alpha=0.9, source="kdlens: KD's weights; noise scale 0.1 is a kdlens default"),
+                   gamma=0.1, alpha=0.9, source="kdlens: KD's weights; noise scale 0.1 is a kdlens default",
+                   hyper_source="T = 4 as KD; uniform noise, scale 0.1, seed 0: kdlens defaults"),
         # feature / relation based
         MethodSpec("fitnet", "Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", beta=100.0,
                    phases="two_stage=False: main only (RepDistiller); two_stage=True: stage 1 hint training "
-                   "of the student up to the guided layer + regressor (pretrain_loss), stage 2 KD"),
+                   "of the student up to the guided layer + regressor (pretrain_loss), stage 2 KD",
+                   hyper_source="regressor per paper §2.2; one stage as RepDistiller"),
         MethodSpec("at", "Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)", beta=1000.0,
                    notes="the loss includes the paper's 1/2 (β/2); RepDistiller's β = 1000 omits it, "
-                   "i.e. equals β = 2000 here"),
+                   "i.e. equals β = 2000 here",
+                   hyper_source="p = 2: paper; form=code: the authors' code"),
         MethodSpec("vid", "Ahn et al. 2019, Variational Information Distillation for Knowledge Transfer (CVPR)",
-                   beta=1.0),
-        MethodSpec("sp", "Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)", beta=3000.0),
+                   beta=1.0,
+                   hyper_source="1×1-conv mean regressor; init_var = 5, ε = 1e-5 from common code"),
+        MethodSpec("sp", "Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)", beta=3000.0,
+                   hyper_source="no hyper-parameters"),
         MethodSpec("cc", "Peng et al. 2019, Correlation Congruence for Knowledge Distillation (ICCV)", beta=0.02,
-                   notes="β = 0.02 is RepDistiller's, tuned for its own simplified CC; retune for the kernel form"),
+                   notes="β = 0.02 is RepDistiller's, tuned for its own simplified CC; retune for the kernel form",
+                   hyper_source="Gaussian RBF, P = 2, γ = 0.4: kdlens defaults for the paper's kernel form"),
         MethodSpec("rkd", "Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)", beta=1.0,
-                   notes="distance and angle weights 25 / 50 inside the loss"),
+                   notes="distance and angle weights 25 / 50 inside the loss",
+                   hyper_source="w_D = 25, w_A = 50: paper / RepDistiller"),
         MethodSpec("pkt", "Passalis & Tefas 2018, Learning Deep Representations with Probabilistic "
-                   "Knowledge Transfer (ECCV)", beta=30000.0),
+                   "Knowledge Transfer (ECCV)", beta=30000.0,
+                   hyper_source="cosine kernel: paper"),
         MethodSpec("nst", "Huang & Wang 2017, Like What You Like: Knowledge Distill via Neuron Selectivity "
                    "Transfer (arXiv:1707.01219)", beta=50.0,
-                   notes="the loss includes the paper's λ/2; RepDistiller's β = 50 omits the 1/2"),
+                   notes="the loss includes the paper's λ/2; RepDistiller's β = 50 omits the 1/2",
+                   hyper_source="polynomial kernel d = 2, c = 0: paper"),
         MethodSpec("ab", "Heo, Lee, Yun & Choi 2019, Knowledge Transfer via Distillation of Activation "
                    "Boundaries Formed by Hidden Neurons (AAAI)", beta=1.0,
                    phases="pretraining: student + connectors minimise the AB loss (RepDistiller: 30 epochs); "
-                   "main: CE (+ logit loss); the paper drops the AB term (active_in_main_phase=False)"),
+                   "main: CE (+ logit loss); the paper drops the AB term (active_in_main_phase=False)",
+                   hyper_source="margin μ = 1, 1×1 conv + BN connector: paper"),
         MethodSpec("ft", "Kim, Park & Kwak 2018, Paraphrasing Complex Network: Network Compression via "
                    "Factor Transfer (NeurIPS)", beta=200.0,
                    phases="pretraining: paraphraser on teacher features (reconstruction); "
-                   "main: student + translator with the FT loss"),
+                   "main: student + translator with the FT loss",
+                   hyper_source="paraphrase rate k = 0.5, p = 1: paper; form=code: common code"),
         MethodSpec("fsp", "Yim, Joo, Bae & Kim 2017, A Gift from Knowledge Distillation (CVPR)", beta=50.0,
                    phases="pretraining: student minimises the FSP loss; main: CE only "
-                   "(active_in_main_phase=False)"),
+                   "(active_in_main_phase=False)",
+                   hyper_source="no hyper-parameters"),
         MethodSpec("crd", "Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
-                   beta=0.8, notes="RepDistiller's CRD+KD used γ = 1, α = 1, β = 0.8"),
+                   beta=0.8, notes="RepDistiller's CRD+KD used γ = 1, α = 1, β = 0.8",
+                   hyper_source="embed 128, K = 16384, τ = 0.07, momentum 0.5: paper"),
     ]
 }
 
@@ -123,6 +144,12 @@ def required_hyperparameters(name: str) -> list[str]:
     ]
 
 
+def _summary(cls: type) -> str:
+    """The one-line docstring of the loss's module, e.g. "Attention transfer (Zagoruyko & Komodakis 2017)."""
+    doc = sys.modules[cls.__module__].__doc__ or cls.__doc__ or cls.__name__
+    return doc.strip().splitlines()[0]
+
+
 def describe_methods() -> list[dict[str, Any]]:
     """One dict per registered method, sorted by name (for ``kdlens methods``)."""
     rows = []
@@ -139,10 +166,11 @@ def describe_methods() -> list[dict[str, Any]]:
                 "hyper": default_hyperparameters(name),
                 "required": required_hyperparameters(name),
                 "source": spec.source,
+                "hyper_source": spec.hyper_source,
                 "citation": spec.citation,
                 "phases": spec.phases,
                 "notes": spec.notes,
-                "summary": (cls.__doc__ or "").strip().splitlines()[0],
+                "summary": _summary(cls),
             }
         )
     return rows

@@ -69,6 +69,8 @@ class Objective(nn.Module):
         self.logit_loss = logit_loss
         self.hint_loss = hint_loss
         self.gamma, self.alpha, self.beta = float(gamma), float(alpha), float(beta)
+        #: the method name when built by :func:`build_objective` (for logs)
+        self.method: str | None = None
 
     @property
     def weights(self) -> dict[str, float]:
@@ -118,7 +120,8 @@ class Objective(nn.Module):
         return total, parts
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, alpha={self.alpha}, beta={self.beta}"
+        head = f"method={self.method!r}, " if self.method else ""
+        return head + f"gamma={self.gamma}, alpha={self.alpha}, beta={self.beta}"
 
 
 def _parse_method(method: str) -> list[str]:
@@ -223,7 +226,9 @@ def build_objective(
         gamma, alpha = spec.gamma, spec.alpha
         logit_loss = create_loss(lg, **routed[lg])
     weights = {"gamma": gamma, "alpha": alpha, "beta": beta} | weights
-    return Objective(logit_loss, hint_loss, **{k: float(v) for k, v in weights.items()})
+    objective = Objective(logit_loss, hint_loss, **{k: float(v) for k, v in weights.items()})
+    objective.method = "+".join(names)
+    return objective
 
 
 __all__ = ["Objective", "build_objective", "labeled_cross_entropy"]

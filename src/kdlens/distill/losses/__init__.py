@@ -11,7 +11,26 @@ from typing import Any
 
 from torch import nn
 
-from kdlens.distill.losses import dkd, kd, ls, noisy_kd, skd, wsl  # noqa: F401  (registration)
+from kdlens.distill.losses import (  # noqa: F401  (importing registers the losses)
+    ab,
+    at,
+    cc,
+    crd,
+    dkd,
+    fitnet,
+    fsp,
+    ft,
+    kd,
+    ls,
+    noisy_kd,
+    nst,
+    pkt,
+    rkd,
+    skd,
+    sp,
+    vid,
+    wsl,
+)
 from kdlens.distill.losses.base import LOSSES, HintLoss, LogitLoss, register_loss
 from kdlens.errors import KdlensError, close_matches
 

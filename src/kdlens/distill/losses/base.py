@@ -61,10 +61,11 @@ class LogitLoss(nn.Module):
     ) -> Tensor:
         raise NotImplementedError
 
-    def _teacher(self, teacher_logits: Tensor | None) -> Tensor:
+    def _teacher(self, teacher_logits: Tensor | None, like: Tensor) -> Tensor:
+        """The teacher logits as a fixed target: detached, in the student's dtype."""
         if teacher_logits is None:
             raise KdlensError(f"loss {self.name!r} needs teacher logits, but none were given")
-        return teacher_logits.detach()
+        return teacher_logits.detach().to(dtype=like.dtype)
 
     def _targets(self, targets: Tensor | None) -> Tensor:
         if targets is None:
@@ -83,6 +84,11 @@ def targets_or_teacher_argmax(targets: Tensor | None, teacher_logits: Tensor) ->
     if targets is None:
         return pseudo
     return torch.where(targets >= 0, targets, pseudo)
+
+
+def as_target(teacher: Tensor, like: Tensor) -> Tensor:
+    """A teacher tensor as a fixed target: detached, in ``like``'s dtype."""
+    return teacher.detach().to(dtype=like.dtype)
 
 
 class HintLoss(nn.Module):
@@ -167,10 +173,11 @@ class HintLoss(nn.Module):
                     )
 
     def forward(self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], **context) -> Tensor:
-        """Sum of :meth:`pair_loss` over the layer pairs (teacher features detached)."""
+        """Sum of :meth:`pair_loss` over the layer pairs (teacher features detached and
+        cast to the student's dtype, e.g. from a half-precision teacher cache)."""
         self.check_features(student_feats, teacher_feats)
         terms = [
-            self.pair_loss(i, f_s, f_t.detach(), **context)
+            self.pair_loss(i, f_s, as_target(f_t, f_s), **context)
             for i, (f_s, f_t) in enumerate(zip(student_feats, teacher_feats))
         ]
         return torch.stack(terms).sum()

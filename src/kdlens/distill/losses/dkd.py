@@ -25,7 +25,7 @@ def _non_target_log_probs(z: Tensor, target_mask: Tensor) -> Tensor:
 
 @register_loss("dkd")
 class DKDLoss(LogitLoss):
-    r"""Zhao, Cui, Song, Qiu & Liang 2022, *Decoupled Knowledge Distillation* (CVPR), eq. 7.
+    r"""Zhao, Cui, Song, Qiu & Liang 2022, *Decoupled Knowledge Distillation* (CVPR), §3.
 
     With p = σ(z/T), target class y, b = [p_y, 1 − p_y] and p̂ the softmax over the
     non-target classes only:
@@ -35,7 +35,7 @@ class DKDLoss(LogitLoss):
         \mathrm{NCKD} = \mathrm{KL}(\hat p^t\,\|\,\hat p^s),\qquad
         L_{DKD} = T^2\,\frac1B\sum_b\big(\alpha\,\mathrm{TCKD}_b + \beta\,\mathrm{NCKD}_b\big)
 
-    Classical KD is the special case KD/T² = TCKD + (1 − p^t_y)·NCKD (eq. 5).  The
+    Classical KD is the special case KD/T² = TCKD + (1 − p^t_y)·NCKD (the paper's reformulation).  The
     T² factor follows the authors' code.  Their CIFAR-100 setting: α = 1
     (``alpha_tckd``), β = 8 (``beta_nckd``), T = 4, CE weight 1, with the DKD term
     linearly warmed up over the first 20 epochs (warm-up is the training loop's
@@ -63,5 +63,5 @@ class DKDLoss(LogitLoss):
         return tckd, nckd
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
-        tckd, nckd = self.decoupled(student_logits, self._teacher(teacher_logits), targets)
+        tckd, nckd = self.decoupled(student_logits, self._teacher(teacher_logits, student_logits), targets)
         return (self.alpha_tckd * tckd + self.beta_nckd * nckd).mean() * self.T**2

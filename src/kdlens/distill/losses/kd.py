@@ -42,5 +42,5 @@ class KDLoss(LogitLoss):
         self.T = check_temperature("kd", T)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
-        p_t = F.softmax(self._teacher(teacher_logits) / self.T, dim=1)
+        p_t = F.softmax(self._teacher(teacher_logits, student_logits) / self.T, dim=1)
         return soft_target_kl(student_logits / self.T, p_t).mean() * self.T**2

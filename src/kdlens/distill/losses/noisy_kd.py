@@ -87,7 +87,7 @@ class NoisyKDLoss(LogitLoss):
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
         if self.source == "teacher":
-            p = F.softmax(self._teacher(teacher_logits) / self.T, dim=1)
+            p = F.softmax(self._teacher(teacher_logits, student_logits) / self.T, dim=1)
         else:
             targets = self._targets(targets)
             labeled = targets >= 0

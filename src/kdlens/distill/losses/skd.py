@@ -25,8 +25,8 @@ class SphericalKDLoss(LogitLoss):
         \tilde z = \bar r\, z/\|z\|_2,\qquad L = T^2\,\frac1B\sum_b
         \mathrm{KL}\big(\sigma(\tilde z^t_b/T)\,\|\,\sigma(\tilde z^s_b/T)\big)
 
-    ``form="code"``: the authors' released code and its ports (e.g. PaddleClas)
-    instead standardise each logit vector (zero mean, unit variance over classes,
+    ``form="code"``: the common code form (the authors' release as ported, e.g.,
+    to PaddleClas) instead standardises each logit vector (zero mean, unit variance over classes,
     i.e. a parameter-free layer norm) and multiply by a fixed ``multiplier`` (2).
     Centring does not change a softmax, so the two differ only in the radius.
 
@@ -54,6 +54,6 @@ class SphericalKDLoss(LogitLoss):
         )
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
-        z_s, z_t = self.spherical(student_logits, self._teacher(teacher_logits))
+        z_s, z_t = self.spherical(student_logits, self._teacher(teacher_logits, student_logits))
         p_t = F.softmax(z_t / self.T, dim=1)
         return soft_target_kl(z_s / self.T, p_t).mean() * self.T**2

@@ -13,7 +13,7 @@ from kdlens.distill.losses.kd import check_temperature
 @register_loss("wsl")
 class WSLLoss(LogitLoss):
     r"""Zhou, Song, Chen, Zhou, Wang, Yuan & Zhang 2021, *Rethinking Soft Labels for
-    Knowledge Distillation: A Bias-Variance Tradeoff Perspective* (ICLR), eq. 7:
+    Knowledge Distillation: A Bias-Variance Tradeoff Perspective* (ICLR), §4:
 
     .. math::
         w_b = 1 - \exp\!\big(-L^{s}_{ce,b} / L^{t}_{ce,b}\big),\qquad
@@ -46,7 +46,7 @@ class WSLLoss(LogitLoss):
             return 1.0 - torch.exp(-ce_s / ce_t.clamp_min(1e-7))
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
-        z_t = self._teacher(teacher_logits)
+        z_t = self._teacher(teacher_logits, student_logits)
         w = self.sample_weights(student_logits.detach(), z_t, targets)
         p_t = F.softmax(z_t / self.T, dim=1)
         soft_ce = -(p_t * F.log_softmax(student_logits / self.T, dim=1)).sum(dim=1)
