@@ -334,6 +334,18 @@ def test_similarity_matrix_equals_pairwise_calls(layers, metric):
         np.testing.assert_array_equal(S, S.T)
 
 
+@pytest.mark.parametrize("metric", ["cka", "cka_unbiased"])
+def test_similarity_matrix_mixes_feature_and_gram_form_layers(metric):
+    # N=30: layers with C >= N are kept as N×N Gram matrices, the others as features
+    rng = np.random.default_rng(10)
+    base = rng.normal(size=(30, 5))
+    reps = [base @ rng.normal(size=(5, c)) + 0.5 * rng.normal(size=(30, c)) for c in (8, 40, 12, 30, 3)]
+    S = similarity_matrix(reps, metric=metric)
+    unbiased = metric == "cka_unbiased"
+    expected = np.array([[ref_linear_cka(a, b, unbiased) for b in reps] for a in reps])
+    np.testing.assert_allclose(S, expected, rtol=1e-9, atol=1e-12)
+
+
 def test_similarity_matrix_options_list_input_and_progress(layers):
     reps = list(layers.values())
     calls = []
@@ -344,8 +356,12 @@ def test_similarity_matrix_options_list_input_and_progress(layers):
         for j in range(L):
             assert S[i, j] == pytest.approx(cca_r2(reps[i], reps[j], eps=1e-3), rel=1e-10)
     calls.clear()
-    similarity_matrix(reps, metric="cka", progress=lambda d, t: calls.append((d, t)))
+    S1 = similarity_matrix(reps, metric="cka", progress=lambda d, t: calls.append((d, t)), blas_threads=1)
     assert calls[-1] == (L * (L - 1) // 2, L * (L - 1) // 2)
+    np.testing.assert_allclose(S1, similarity_matrix(reps, metric="linear_cka"), rtol=1e-12)
+    np.testing.assert_allclose(
+        similarity_matrix(reps, metric="cka", unbiased=True), similarity_matrix(reps, metric="cka_unbiased")
+    )
     assert {"cka", "cca", "rbf_cka", "svcca", "pwcca", "cka_unbiased"} <= set(metric_names())
 
 

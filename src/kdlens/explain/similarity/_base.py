@@ -37,9 +37,24 @@ class PairwiseMetric(ABC):
     def pair(self, a: Any, b: Any) -> float:
         """Similarity of two prepared layers (same examples)."""
 
-    @staticmethod
-    def n_examples(state: Any) -> int:
-        return int(state.n)
+    # -- optional batched path -------------------------------------------------------
+    # Metrics whose pair value depends on the data only through a cross product
+    # A_bᵀ A_a of per-layer N×c operands (plus per-layer terms) expose the operand, so
+    # ``similarity_matrix`` can compute all of a layer's cross products in one GEMM
+    # against the concatenation of the later layers' operands instead of one tiny GEMM
+    # per pair (fewer BLAS calls; much less thread-synchronisation overhead).
+
+    def cross_operand(self, state: Any) -> Any:
+        """The N×c operand A of a prepared layer, or None if this layer has none."""
+        return None
+
+    def with_operand(self, state: Any, operand: Any) -> Any:
+        """The same state with its operand storage replaced by ``operand`` (a view)."""
+        return state
+
+    def pair_from_cross(self, a: Any, b: Any, cross: Any) -> float:
+        """``pair(a, b)`` given ``cross`` = A_bᵀ A_a (c_b × c_a)."""
+        raise NotImplementedError
 
 
 #: name → factory(**options) returning a :class:`PairwiseMetric`.

@@ -19,7 +19,7 @@ either representation (they only see the column spaces); CKA is not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -121,16 +121,20 @@ def svd_reduced_basis(x: Any, name: str, keep: float) -> OrthoBasis:
     return OrthoBasis(name, n, U[:, :k], k)
 
 
-def _cross(a: OrthoBasis, b: OrthoBasis) -> np.ndarray:
-    return b.basis.T @ a.basis  # r_b × r_a
+class _BasisMetric(PairwiseMetric):
+    """Metrics that see a pair only through the cross product of bases B_bᵀB_a."""
+
+    def cross_operand(self, state: OrthoBasis) -> np.ndarray:
+        return state.basis
+
+    def with_operand(self, state: OrthoBasis, operand: np.ndarray) -> OrthoBasis:
+        return replace(state, basis=operand)
+
+    def pair(self, a: OrthoBasis, b: OrthoBasis) -> float:
+        return self.pair_from_cross(a, b, b.basis.T @ a.basis)  # r_b × r_a
 
 
-def _canonical_correlations(a: OrthoBasis, b: OrthoBasis) -> np.ndarray:
-    rho = np.linalg.svd(_cross(a, b), compute_uv=False)
-    return np.clip(rho, 0.0, 1.0)
-
-
-class CcaR2(PairwiseMetric):
+class CcaR2(_BasisMetric):
     """R²_CCA as a :class:`PairwiseMetric` (see :func:`cca_r2`)."""
 
     def __init__(self, eps: float | None = None) -> None:
@@ -142,12 +146,11 @@ class CcaR2(PairwiseMetric):
             return full_rank_basis(x, name)
         return ridge_basis(x, name, float(self.eps))
 
-    def pair(self, a: OrthoBasis, b: OrthoBasis) -> float:
-        m = _cross(a, b)
-        return float(np.sum(m * m) / min(a.n_pairs, b.n_pairs))
+    def pair_from_cross(self, a: OrthoBasis, b: OrthoBasis, cross: np.ndarray) -> float:
+        return float(np.sum(cross * cross) / min(a.n_pairs, b.n_pairs))
 
 
-class Svcca(PairwiseMetric):
+class Svcca(_BasisMetric):
     """SVCCA as a :class:`PairwiseMetric` (see :func:`svcca`)."""
 
     def __init__(self, keep: float = 0.99) -> None:
@@ -156,11 +159,12 @@ class Svcca(PairwiseMetric):
     def prepare(self, x: Any, name: str = "x") -> OrthoBasis:
         return svd_reduced_basis(x, name, self.keep)
 
-    def pair(self, a: OrthoBasis, b: OrthoBasis) -> float:
-        return float(np.mean(_canonical_correlations(a, b)))
+    def pair_from_cross(self, a: OrthoBasis, b: OrthoBasis, cross: np.ndarray) -> float:
+        rho = np.clip(np.linalg.svd(cross, compute_uv=False), 0.0, 1.0)
+        return float(np.mean(rho))
 
 
-class Pwcca(PairwiseMetric):
+class Pwcca(_BasisMetric):
     """PWCCA as a :class:`PairwiseMetric` (see :func:`pwcca`); weights come from the first
     argument, so it is not symmetric."""
 
@@ -169,9 +173,9 @@ class Pwcca(PairwiseMetric):
     def prepare(self, x: Any, name: str = "x") -> OrthoBasis:
         return full_rank_basis(x, name, keep_proj=True)
 
-    def pair(self, a: OrthoBasis, b: OrthoBasis) -> float:
-        m = a.basis.T @ b.basis  # p×q = Q_XᵀQ_Y
-        u, rho, _ = np.linalg.svd(m, full_matrices=False)  # u: p×k, k = min(p, q)
+    def pair_from_cross(self, a: OrthoBasis, b: OrthoBasis, cross: np.ndarray) -> float:
+        # cross = Q_YᵀQ_X, so Q_XᵀQ_Y = crossᵀ = U diag(ρ) Vᵀ with U: p×k, k = min(p, q)
+        u, rho, _ = np.linalg.svd(cross.T, full_matrices=False)
         rho = np.clip(rho, 0.0, 1.0)
         # canonical variates of X: h_i = Q_X u_i; ⟨h_i, x_j⟩ = (u_iᵀ Q_Xᵀ X_c)_j
         assert a.proj is not None

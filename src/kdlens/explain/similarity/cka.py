@@ -28,7 +28,7 @@ so unbiased linear CKA is O(N·p·q) too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -151,11 +151,26 @@ class LinearCKA(PairwiseMetric):
         return state
 
     def pair(self, a: CentredKernel, b: CentredKernel) -> float:
+        return self._score(a, b, a.inner(b))
+
+    def cross_operand(self, state: CentredKernel) -> np.ndarray | None:
+        return state.feats  # None for wide layers kept as Gram matrices
+
+    def with_operand(self, state: CentredKernel, operand: np.ndarray) -> CentredKernel:
+        return replace(state, feats=operand)
+
+    def pair_from_cross(self, a: CentredKernel, b: CentredKernel, cross: np.ndarray) -> float:
+        return self._score(a, b, float(np.sum(cross * cross)))  # ‖YᵀX‖²_F
+
+    def _score(self, a: CentredKernel, b: CentredKernel, inner: float) -> float:
         if self.unbiased:
             return _cka_from_terms(
-                a.hsic_unbiased(b), a.self_hsic_unbiased(), b.self_hsic_unbiased(), "unbiased linear CKA"
+                a.hsic_unbiased(b, inner=inner),
+                a.self_hsic_unbiased(),
+                b.self_hsic_unbiased(),
+                "unbiased linear CKA",
             )
-        return _cka_from_terms(a.inner(b), a.self_inner, b.self_inner, "linear CKA")
+        return _cka_from_terms(inner, a.self_inner, b.self_inner, "linear CKA")
 
 
 class RbfCKA(PairwiseMetric):
@@ -190,7 +205,7 @@ class RbfCKA(PairwiseMetric):
             )
 
 
-register_metric("cka", "linear_cka")(lambda: LinearCKA(unbiased=False))
+register_metric("cka", "linear_cka")(LinearCKA)
 register_metric("cka_unbiased", "linear_cka_unbiased")(lambda: LinearCKA(unbiased=True))
 register_metric("rbf_cka")(RbfCKA)
 
