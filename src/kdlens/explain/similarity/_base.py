@@ -3,8 +3,10 @@
 A metric splits its work into a per-layer part (``prepare``: centring, normalisation,
 an orthonormal basis …) and a per-pair part (``pair``).  The pairwise functions
 (``linear_cka(x, y)`` …) call ``prepare`` twice and ``pair`` once; ``similarity_matrix``
-calls ``prepare`` once per layer and ``pair`` once per layer pair, so the two always agree
-and the matrix costs L preparations plus L(L−1)/2 cheap pair evaluations.
+calls ``prepare`` once per layer and then, per layer pair, ``pair`` — or, for metrics that
+expose a cross operand, ``pair_from_cross`` on a block of one batched product — so both
+run the same formula code and the matrix costs L preparations plus L(L−1)/2 cheap pair
+evaluations.
 
 Metrics are found by name in :data:`SIMILARITY_METRICS` (a
 :class:`kdlens.registry.Registry` of factories), never through an if/elif chain.

@@ -85,7 +85,8 @@ class CentredKernel:
     def from_centred_gram(cls, K: np.ndarray, name: str) -> CentredKernel:
         d = np.diagonal(K).copy()
         rowsum = K.sum(axis=1) - d
-        return cls(name, K.shape[0], None, K, d, rowsum, float(np.sum(K * K)))
+        K = np.ascontiguousarray(K)
+        return cls(name, K.shape[0], None, K, d, rowsum, float(np.vdot(K, K)))
 
     @classmethod
     def rbf(cls, x: Any, name: str = "x", sigma_frac: float = 0.8) -> CentredKernel:
@@ -100,7 +101,7 @@ class CentredKernel:
             cross = other.feats.T @ self.feats  # q×p
             return float(np.sum(cross * cross))
         if self.gram is not None and other.gram is not None:
-            return float(np.sum(self.gram * other.gram))
+            return float(np.vdot(self.gram, other.gram))  # no N×N temporary
         gram, feats = (self.gram, other.feats) if self.gram is not None else (other.gram, self.feats)
         return float(np.sum((gram @ feats) * feats))  # tr(Yᵀ K Y)
 
