@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdlens.cli.errors import user_errors_exit_2
+from kdlens.cli.distill_cmd import distill, methods
 from kdlens.cli.train_cmd import train
 
 app = typer.Typer(
@@ -16,6 +17,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(train)
+app.command()(distill)
+app.command()(methods)
 
 
 @app.command()

@@ -90,3 +90,41 @@ class TrainConfig(Strict):
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (not where it is stored or shown)."""
         return self.model_dump(exclude={"out", "name", "device"})
+
+
+class TeacherConfig(Strict):
+    run: str = Field(..., description="teacher run directory or checkpoint file")
+    model: str | None = Field(None, description="teacher model name (only for a bare checkpoint file)")
+    checkpoint: Literal["last", "best"] = Field("last", description="which checkpoint of a run")
+
+
+class DistillConfig(TrainConfig):
+    """Offline distillation of a student from a frozen teacher (or the limited-label loop).
+
+    ``method``: a loss or ``hint+logit`` pair (``kd``, ``at+kd``, ``fitnet+kd``; see
+    ``kdlens methods``); weights default to the method table (RepDistiller's CIFAR-100
+    settings) unless ``gamma``/``alpha``/``beta`` are given.  ``hints``: teacher layers as
+    1-based sub-block indices (``[6, 27, 49]``), tap names, ``"conventional"`` (last
+    sub-block before each downsampling) or ``"auto"`` (hint-point search).
+    """
+
+    kind: Literal["distill"] = "distill"  # type: ignore[assignment]
+    teacher: TeacherConfig
+    method: str = "kd"
+    hints: str | list[int] | list[str] = "conventional"
+    student_hints: str | list[int] | list[str] | None = Field(
+        None, description="student layers (default: same relative depth as the teacher's)"
+    )
+    gamma: float | None = Field(None, ge=0.0)
+    alpha: float | None = Field(None, ge=0.0)
+    beta: float | None = Field(None, ge=0.0)
+    loss: dict[str, Any] = Field(default_factory=dict, description="loss hyper-parameters, e.g. {T: 4}")
+    cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="teacher-output cache (auto: on when the transfer set has no random crop)"
+    )
+    loop: Literal["offline", "limited_label"] = Field(
+        "offline", description="limited_label: Lee & Wallraven cycles of labeled CE + unlabeled KD"
+    )
+    pretrain_epochs: int | None = Field(
+        None, ge=0, description="hint pre-training epochs for FitNet stage 1 / AB / FSP / FT (None: epochs // 4)"
+    )

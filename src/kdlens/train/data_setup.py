@@ -133,4 +133,5 @@ class InMemorySource:
 
     def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
         for x, y, idx in self._batches(generator):
-            yield Batch(x=self.augment(x, generator), y=y, idx=idx)
+            dy, dx, flip = self.augment.sample(x.shape[0], generator)
+            yield Batch(x=self.augment.apply(x, dy, dx, flip), y=y, idx=idx, extras={"flip": flip})

@@ -8,6 +8,7 @@ run would (bit-identical on CPU).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ class Trainer:
             steps += 1
             n_seen += batch.x.shape[0]
             for key, value in out.parts.items():
-                totals[key] = totals.get(key, 0.0) + float(value.detach())
+                totals[key] = totals.get(key, 0.0) + as_float(value)
             totals["loss"] = totals.get("loss", 0.0) + float(out.loss.detach())
             if out.logits is not None and out.targets is not None:
                 labeled = out.targets >= 0
@@ -231,10 +232,14 @@ class Trainer:
         )
 
 
-def _check_finite(parts: dict[str, torch.Tensor], loss: torch.Tensor, epoch: int, step: int) -> None:
+def as_float(value: torch.Tensor | float) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _check_finite(parts: dict[str, torch.Tensor | float], loss: torch.Tensor, epoch: int, step: int) -> None:
     if bool(torch.isfinite(loss.detach()).all()):
         return
-    bad = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())]
+    bad = [k for k, v in parts.items() if not math.isfinite(as_float(v))]
     which = ", ".join(bad) if bad else "total loss"
     raise TrainingDivergedError(
         f"non-finite loss ({which} = {float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; "

@@ -1,0 +1,68 @@
+"""``kdlens distill`` and ``kdlens methods``."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdlens.cli.errors import user_errors_exit_2
+from kdlens.cli.train_cmd import flag_overrides, split_config_args
+from kdlens.config import DistillConfig, load_config
+
+
+@user_errors_exit_2
+def distill(
+    args: list[str] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
+    teacher: str = typer.Option(None, help="teacher run directory or checkpoint file"),
+    teacher_model: str = typer.Option(None, "--teacher-model", help="teacher model (bare checkpoint only)"),
+    student: str = typer.Option(None, help="student model name"),
+    method: str = typer.Option(None, help="e.g. kd, at+kd, fitnet+kd, crd (see `kdlens methods`)"),
+    hints: str = typer.Option(None, help="teacher hint points: 6,27,49 | conventional | auto | names"),
+    student_hints: str = typer.Option(None, "--student-hints"),
+    dataset: str = typer.Option(None),
+    root: str = typer.Option(None),
+    epochs: int = typer.Option(None),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None),
+    seed: int = typer.Option(None),
+    out: str = typer.Option(None),
+    name: str = typer.Option(None),
+    device: str = typer.Option(None),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16"),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last"),
+    budget: int = typer.Option(None, help="balanced label budget (limited-label loop)"),
+    temperature: float = typer.Option(None, "--T", help="distillation temperature"),
+    cache: str = typer.Option(None, help="teacher-output cache: auto | on | off"),
+    resume: bool = typer.Option(False, "--resume"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Distill a student from a trained teacher."""
+    from kdlens.train.distill_run import run_distillation
+
+    path, overrides = split_config_args(args)
+    flags = flag_overrides(
+        model=student, dataset=dataset, root=root, epochs=epochs, batch_size=batch_size, lr=lr,
+        seed=seed, out=out, name=name, device=device, bf16=bf16, channels_last=channels_last,
+        budget=budget,
+    )
+    extra = {"teacher.run": teacher, "teacher.model": teacher_model, "method": method,
+             "cache": cache, "loss.T": temperature}
+    flags += [f"{k}={v}" for k, v in extra.items() if v is not None]
+    # hint lists stay strings here; the library parses "6,27,49" and names
+    flags += [f"{k}='{v}'" for k, v in (("hints", hints), ("student_hints", student_hints)) if v is not None]
+    cfg = load_config(DistillConfig, path, flags + overrides)
+    outcome = run_distillation(cfg, resume=resume, progress=not quiet)
+    typer.echo(outcome.summary())
+
+
+def methods() -> None:
+    """List every distillation loss with its kind, default weights and citation."""
+    from kdlens.distill import describe_methods
+
+    table = Table("method", "kind", "weights γ/α/β", "hyper-parameters", "citation (defaults from)")
+    for row in describe_methods():
+        hyper = ", ".join(f"{k}={v}" for k, v in row["hyper"].items() if v is not None)
+        weights = f"{row['gamma']:g} / {row['alpha']:g} / {row['beta']:g}"
+        table.add_row(row["name"], row["kind"], weights, hyper, f"{row['citation']} ({row['source']})")
+    Console().print(table)

@@ -1,0 +1,175 @@
+"""Distillation loops: offline KD (logit + hint losses), limited-label cycles, hint pre-training.
+
+All plug into :class:`~kdlens.train.trainer.Trainer`; the teacher is frozen (eval mode,
+no grad) and its outputs come from a :class:`LiveTeacher` or a cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from kdlens.distill import Objective
+from kdlens.distill.cache import TeacherOutputCache
+from kdlens.models import FeatureTaps
+from kdlens.train.loop import Batch, BatchSource, StepOutput
+
+
+class LiveTeacher:
+    """Teacher outputs computed by a forward pass on every batch (no grad, eval mode)."""
+
+    def __init__(self, model: nn.Module, feature_names: Sequence[str] = ()) -> None:
+        self.model = model.eval()
+        self.feature_names = list(feature_names)
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with FeatureTaps(self.model, self.feature_names) as taps:
+            logits = self.model(batch.x)
+        return logits.float(), [taps[n].float() for n in self.feature_names]
+
+
+class CachedTeacher:
+    """Teacher outputs looked up in a :class:`TeacherOutputCache` by dataset index (+ flip)."""
+
+    def __init__(self, cache: TeacherOutputCache, device: torch.device) -> None:
+        self.cache = cache
+        self.device = device
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.cache.lookup(batch.idx, batch.extras.get("flip"), self.device)
+
+
+def _student_forward(model: nn.Module, x: torch.Tensor, names: Sequence[str]):
+    if not names:
+        return model(x), []
+    with FeatureTaps(model, names) as taps:
+        logits = model(x)
+    return logits, [taps[n] for n in names]
+
+
+class DistillLoop:
+    """L = γ·CE + α·L_logit + β·Σ L_hint on each (augmented) batch of the transfer set."""
+
+    def __init__(
+        self,
+        source: BatchSource,
+        teacher,
+        objective: Objective,
+        student_layers: Sequence[str] = (),
+        soft_only: bool = False,
+    ) -> None:
+        self.source = source
+        self.teacher = teacher
+        self.objective = objective
+        self.student_layers = list(student_layers)
+        self.soft_only = soft_only  # transfer set without labels: CE term sees none
+
+    def num_batches(self) -> int:
+        return len(self.source)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        return self.source.epoch(generator)
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        logits, s_feats = _student_forward(model, batch.x, self.student_layers)
+        t_logits, t_feats = self.teacher(batch)
+        targets = torch.full_like(batch.y, -1) if self.soft_only else batch.y
+        total, parts = self.objective(
+            logits.float(), targets, t_logits, [f.float() for f in s_feats], t_feats, indices=batch.idx
+        )
+        return StepOutput(total, parts, logits, batch.y)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.objective]
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class HintPretrainLoop:
+    """Stage 1 of FitNet (and AB/FSP/FT initialisation): minimise the hint loss's
+    pre-training objective on the transfer set before the main phase."""
+
+    def __init__(self, source: BatchSource, teacher, objective: Objective, student_layers: Sequence[str]) -> None:
+        self.source = source
+        self.teacher = teacher
+        self.objective = objective
+        self.student_layers = list(student_layers)
+
+    def num_batches(self) -> int:
+        return len(self.source)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        return self.source.epoch(generator)
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        _, s_feats = _student_forward(model, batch.x, self.student_layers)
+        _, t_feats = self.teacher(batch)
+        loss = self.objective.pretrain_loss([f.float() for f in s_feats], t_feats, indices=batch.idx)
+        return StepOutput(loss, {"pretrain": loss})
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.objective]
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class LimitedLabelLoop:
+    """Lee & Wallraven 2021 §3.1: cycles of a labeled batch (cross-entropy) followed by
+    an unlabeled batch (KL between student and teacher at temperature T, × T²).
+
+    One epoch is one pass over the unlabeled set; the small labeled set is reshuffled
+    and cycled as often as needed.  Each batch is its own optimiser step.
+    """
+
+    def __init__(self, labeled: BatchSource, unlabeled: BatchSource, teacher, kd_loss: nn.Module) -> None:
+        self.labeled = labeled
+        self.unlabeled = unlabeled
+        self.teacher = teacher
+        self.kd_loss = kd_loss
+
+    def num_batches(self) -> int:
+        return 2 * len(self.unlabeled)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        def labeled_forever() -> Iterator[Batch]:
+            while True:
+                yield from self.labeled.epoch(generator)
+
+        labeled = labeled_forever()
+        for unlabeled_batch in self.unlabeled.epoch(generator):
+            batch = next(labeled)
+            batch.extras["phase"] = torch.tensor(0)
+            yield batch
+            unlabeled_batch.extras["phase"] = torch.tensor(1)
+            yield unlabeled_batch
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        logits = model(batch.x)
+        if int(batch.extras["phase"]) == 0:
+            ce = nn.functional.cross_entropy(logits.float(), batch.y)
+            return StepOutput(ce, {"ce": ce}, logits, batch.y)
+        t_logits, _ = self.teacher(batch)
+        kd = self.kd_loss(logits.float(), t_logits)
+        return StepOutput(kd, {"kd": kd})
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+

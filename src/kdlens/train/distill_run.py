@@ -1,0 +1,129 @@
+"""One recorded distillation run: teacher + student + objective + cache → Trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kdlens.config import DistillConfig, OptimConfig
+from kdlens.distill import build_objective, create_loss
+from kdlens.distill.cache import TeacherOutputCache, weights_hash
+from kdlens.errors import KdlensError
+from kdlens.models import extract_features
+from kdlens.store import RunDir
+from kdlens.train.data_setup import InMemorySource, PreparedData, prepare_data
+from kdlens.train.distill_loop import CachedTeacher, DistillLoop, HintPretrainLoop, LimitedLabelLoop, LiveTeacher
+from kdlens.train.hint_layers import match_student_layers, resolve_layers
+from kdlens.train.model_setup import model_for_data
+from kdlens.train.run import RunOutcome, execute_run
+from kdlens.train.teacher import load_teacher
+from kdlens.train.trainer import Trainer, resolve_device
+
+
+def _cache_for(cfg: DistillConfig, data: PreparedData, teacher, teacher_hash: str, features: list[str]):
+    crop = data.augment.padding > 0
+    if cfg.cache == "off" or (cfg.cache == "auto" and crop):
+        return None
+    if crop:
+        raise KdlensError(
+            "cache=on needs a transfer set without random crops (teacher outputs would change "
+            "every epoch); set data.crop_padding=0 or cache=auto/off"
+        )
+    transform = f"normalize(mean={data.train.mean}, std={data.train.std})"
+    return TeacherOutputCache(
+        f"{cfg.out}/teacher-cache", teacher_hash, cfg.data.name, "train", transform,
+        flips=data.augment.hflip, feature_names=features,
+    )
+
+
+def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = True) -> RunOutcome:
+    data = prepare_data(cfg.data)
+    device = resolve_device(cfg.device)
+    teacher = load_teacher(cfg.teacher.run, data.train, cfg.teacher.model, which=cfg.teacher.checkpoint)
+    student = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
+    example = data.eval_set(device).prepare(data.train.images[:2].to(device))
+    t_out = teacher.model(example)
+    if t_out.shape[1] != data.train.num_classes:
+        raise KdlensError(
+            f"teacher has {t_out.shape[1]} classes but {cfg.data.name!r} has {data.train.num_classes}"
+        )
+    overrides: dict[str, Any] = {k: v for k, v in (("gamma", cfg.gamma), ("alpha", cfg.alpha), ("beta", cfg.beta)) if v is not None}
+    overrides.update(cfg.loss)
+    needs_hints = any(part.strip() not in _logit_methods() for part in cfg.method.split("+"))
+    t_layers: list[str] = []
+    s_layers: list[str] = []
+    if needs_hints:
+        t_layers = resolve_layers(cfg.hints, teacher.model, example, "teacher")
+        s_layers = (
+            resolve_layers(cfg.student_hints, student, example, "student")
+            if cfg.student_hints is not None
+            else match_student_layers(t_layers, teacher.model, student, example)
+        )
+        if len(s_layers) != len(t_layers):
+            raise KdlensError(f"{len(t_layers)} teacher hint layers but {len(s_layers)} student layers")
+        t_shapes = [tuple(v.shape[1:]) for v in extract_features(teacher.model, example, t_layers).values()]
+        s_shapes = [tuple(v.shape[1:]) for v in extract_features(student, example, s_layers).values()]
+        if "crd" in cfg.method.split("+"):
+            overrides.setdefault("n_data", len(data.train))
+        objective = build_objective(cfg.method, s_shapes, t_shapes, **overrides)
+    else:
+        objective = build_objective(cfg.method, **overrides)
+    teacher_hash = weights_hash(teacher.model)
+    identity = {**cfg.identity(), "teacher": {"weights_sha256": teacher_hash, "model": teacher.name}}
+    if cfg.loop == "limited_label" and cfg.data.budget is None:
+        raise KdlensError("loop=limited_label needs data.budget (the number of labeled examples)")
+
+    def body(run_dir: RunDir) -> dict[str, Any]:
+        for split_name, idx in data.splits.items():
+            run_dir.save_split(split_name, idx)
+        cache = _cache_for(cfg, data, teacher.model, teacher_hash, t_layers)
+        teacher.model.to(device)
+        prepare = data.eval_set(device).prepare
+        teacher_outputs: Any = LiveTeacher(teacher.model, t_layers)
+        notes: dict[str, Any] = {"teacher_cache": "off"}
+        if cache is not None:
+            hit = cache.ensure(teacher.model, data.train.images, prepare, device)
+            teacher_outputs = CachedTeacher(cache, device)
+            notes["teacher_cache"] = "hit" if hit else "built"
+            if progress:
+                print(f"teacher-output cache {'hit' if hit else 'miss (built)'}: {cache.dir}")
+        source = InMemorySource(data.train.images, data.train.labels, data.train_indices, cfg.batch_size, data.augment, device)
+        common = dict(
+            eval_set=data.eval_set(device), seed=cfg.seed, device=device, bf16=cfg.bf16,
+            channels_last=cfg.channels_last, eval_every=cfg.eval_every, progress=progress,
+        )
+        if objective.requires_pretraining:
+            epochs = cfg.pretrain_epochs if cfg.pretrain_epochs is not None else max(1, cfg.epochs // 4)
+            if epochs:
+                pre_dir = RunDir(run_dir.path / "pretrain")
+                Trainer(
+                    student, HintPretrainLoop(source, teacher_outputs, objective, s_layers),
+                    OptimConfig(**{**cfg.optim.model_dump(), "schedule": "constant"}), epochs,
+                    run_dir=pre_dir, description="hint pre-training", **{**common, "eval_set": None},
+                ).fit(resume=resume)
+        if cfg.loop == "limited_label":
+            unlabeled = InMemorySource(
+                data.train.images, data.train.labels, data.unlabeled_indices, cfg.batch_size, data.augment, device
+            )
+            kd = create_loss("kd", **{k: v for k, v in cfg.loss.items() if k == "T"})
+            loop: Any = LimitedLabelLoop(source, unlabeled, teacher_outputs, kd)
+        else:
+            loop = DistillLoop(source, teacher_outputs, objective, s_layers)
+        trainer = Trainer(
+            student, loop, cfg.optim, cfg.epochs, run_dir=run_dir,
+            description=f"{cfg.method}: {teacher.name} → {cfg.model.name}", **common,
+        )
+        metrics = trainer.fit(resume=resume).metrics()
+        metrics.update(notes)
+        metrics["hint_layers"] = {"teacher": t_layers, "student": s_layers}
+        return metrics
+
+    default = f"{cfg.method.replace('+', '_')}-{teacher.name}-{cfg.model.name}-{cfg.data.name}"
+    return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body)
+
+
+def _logit_methods() -> set[str]:
+    from kdlens.distill.losses import LOSSES
+
+    return {n for n in LOSSES.names() if LOSSES.get(n).kind == "logit"}
