@@ -32,7 +32,7 @@ def _cache_for(cfg: DistillConfig, data: PreparedData, teacher, teacher_hash: st
         )
     transform = f"normalize(mean={data.train.mean}, std={data.train.std})"
     return TeacherOutputCache(
-        f"{cfg.out}/teacher-cache", teacher_hash, cfg.data.name, "train", transform,
+        f"{cfg.out}/cache/teacher-outputs", teacher_hash, cfg.data.name, "train", transform,
         flips=data.augment.hflip, feature_names=features,
     )
 
