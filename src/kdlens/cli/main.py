@@ -8,6 +8,7 @@ from rich.table import Table
 
 from kdlens.cli.errors import user_errors_exit_2
 from kdlens.cli.distill_cmd import distill, methods
+from kdlens.cli.hints_cmd import hints
 from kdlens.cli.train_cmd import train
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command()(train)
 app.command()(distill)
 app.command()(methods)
+app.command()(hints)
 
 
 @app.command()

@@ -54,7 +54,10 @@ def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = 
     t_layers: list[str] = []
     s_layers: list[str] = []
     if needs_hints:
-        t_layers = resolve_layers(cfg.hints, teacher.model, example, "teacher")
+        t_layers = resolve_layers(
+            cfg.hints, teacher.model, example, "teacher",
+            auto=lambda k: _auto_hint_layers(cfg, data, teacher.model, k, progress),
+        )
         s_layers = (
             resolve_layers(cfg.student_hints, student, example, "student")
             if cfg.student_hints is not None
@@ -121,6 +124,17 @@ def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = 
 
     default = f"{cfg.method.replace('+', '_')}-{teacher.name}-{cfg.model.name}-{cfg.data.name}"
     return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body)
+
+
+def _auto_hint_layers(cfg: DistillConfig, data: PreparedData, teacher, k: int | None, progress: bool) -> list[str]:
+    """``hints: auto``: PURSUhInT search (cached) on the transfer set; explain sits above
+    train, so it is imported only here."""
+    from kdlens.explain.hint_search import auto_hint_layers
+
+    return auto_hint_layers(
+        teacher, data.train, pool=data.train_indices, k=k, cache_dir=f"{cfg.out}/cache/hint-search",
+        teacher_ref=cfg.teacher.run, progress=progress,
+    )
 
 
 def _logit_methods() -> set[str]:

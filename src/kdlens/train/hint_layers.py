@@ -8,7 +8,7 @@ student sub-block at the same relative depth: ``round(i / L_t · L_s)`` (1-based
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ def hint_blocks(model: nn.Module) -> list[str]:
 def parse_hint_spec(spec: str | Sequence[int] | Sequence[str]) -> str | list[int] | list[str]:
     """``"6,27,49"`` → [6, 27, 49]; ``"layer1.2,layer2.0"`` → names; keywords unchanged."""
     if isinstance(spec, str):
-        if spec in ("conventional", "auto"):
+        if spec in ("conventional", "auto") or spec.startswith("auto:"):
             return spec
         parts = [p.strip() for p in spec.split(",") if p.strip()]
         if all(p.lstrip("-").isdigit() for p in parts):
@@ -34,14 +34,25 @@ def parse_hint_spec(spec: str | Sequence[int] | Sequence[str]) -> str | list[int
 
 
 def resolve_layers(
-    spec: str | Sequence[int] | Sequence[str], model: nn.Module, example: torch.Tensor, role: str
+    spec: str | Sequence[int] | Sequence[str],
+    model: nn.Module,
+    example: torch.Tensor,
+    role: str,
+    auto: Callable[[int | None], list[str]] | None = None,
 ) -> list[str]:
+    """``auto`` / ``auto:K``: ``auto(K or None)`` runs or loads the PURSUhInT hint search."""
     spec = parse_hint_spec(spec)
     blocks = hint_blocks(model)
     if spec == "conventional":
         return conventional_hint_layers(model, example)
-    if spec == "auto":
-        raise KdlensError(f"{role} hints 'auto' need a hint-point search result; run `kdlens hints` first")
+    if isinstance(spec, str) and (spec == "auto" or spec.startswith("auto:")):
+        k = spec.removeprefix("auto").removeprefix(":")
+        if auto is None or (k and not k.isdigit()):
+            raise KdlensError(
+                f"{role} hints {spec!r}: 'auto' (or 'auto:K', K hint points) is the teacher's hint-point "
+                "search; student layers follow the teacher's by relative depth"
+            )
+        return auto(int(k) if k else None)
     if spec and all(isinstance(s, int) for s in spec):
         bad = [i for i in spec if not 1 <= i <= len(blocks)]
         if bad:

@@ -1,0 +1,106 @@
+"""``kdlens hints``: PURSUhInT hint-point search on a trained teacher (Keser et al. 2022)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdlens.cli.errors import user_errors_exit_2
+
+
+@user_errors_exit_2
+def hints(
+    teacher: str = typer.Option(..., help="teacher run directory or checkpoint file"),
+    k: int = typer.Option(3, "--k", help="number of hint points (clusters)"),
+    metric: str = typer.Option("cka", help="layer similarity: cka (linear CKA) | cca (R²_CCA) | rbf_cka | svcca | pwcca …"),
+    rule: str = typer.Option("centre", help="hint point of a cluster: centre (paper) | medoid | last"),
+    n: int = typer.Option(10_000, "--n", help="training samples for the layer representations (PURSUhInT: 10,000)"),
+    form: str = typer.Option("post", help="post | pre (activation taps)"),
+    dataset: str = typer.Option(None, help="dataset (default: the teacher run's)"),
+    root: str = typer.Option(None, help="dataset root (default: the teacher run's)"),
+    teacher_model: str = typer.Option(None, "--teacher-model", help="teacher model (bare checkpoint only)"),
+    checkpoint: str = typer.Option("last", help="which checkpoint of a run: last | best"),
+    seed: int = typer.Option(0, help="seed of the sample of training examples"),
+    batch_size: int = typer.Option(250, "--batch-size"),
+    blas_threads: int = typer.Option(1, "--blas-threads", help="BLAS threads for the similarity step"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    out: str = typer.Option(None, help="output folder (default: TEACHER_RUN/hints, or next to a checkpoint file)"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Find informative hint points by clustering the teacher's layers (PURSUhInT).
+
+    Prints the clusters and hint points next to the conventional ones and writes
+    hints.json and hints.png to --out.  Representations are cached under --out/cache.
+    """
+    from kdlens.data import load_dataset
+    from kdlens.errors import KdlensError, unknown_name
+    from kdlens.explain.hint_search import dataset_key, dataset_prepare, find_hint_points
+    from kdlens.explain.hints import HINT_RULES
+    from kdlens.explain.representations import REPRESENTATION_FORMS, candidate_layers
+    from kdlens.explain.similarity import metric_names
+    from kdlens.store import RunDir
+    from kdlens.train.teacher import load_teacher, resolve_checkpoint
+    from kdlens.train.trainer import resolve_device
+
+    # ---- everything is checked before any work or any file is written
+    if metric not in metric_names():
+        raise unknown_name("similarity metric", metric, metric_names())
+    if rule not in HINT_RULES:
+        raise unknown_name("hint rule", rule, ["centre", "medoid", "last"])
+    if form not in REPRESENTATION_FORMS:
+        raise unknown_name("tap form", form, REPRESENTATION_FORMS)
+    if checkpoint not in ("last", "best"):
+        raise unknown_name("checkpoint", checkpoint, ["last", "best"])
+    if n < 1:
+        raise KdlensError(f"--n must be a positive number of samples; got {n}")
+    ckpt, _, _ = resolve_checkpoint(teacher, checkpoint)  # missing teacher → error here
+    run_dir = RunDir(teacher) if Path(teacher).is_dir() else None
+    run_cfg = run_dir.read_config() if run_dir is not None else {}
+    data_cfg = run_cfg.get("data", {})
+    name = dataset or data_cfg.get("name")
+    if name is None:
+        raise KdlensError(f"teacher {teacher!r} is a checkpoint file: give --dataset (and --teacher-model)")
+    train = load_dataset(name, "train", root=root or (data_cfg.get("root") if dataset in (None, data_cfg.get("name")) else None))
+    pool = None
+    if run_dir is not None and name == data_cfg.get("name"):
+        split = run_dir.path / "splits" / "train.npy"
+        if split.exists():
+            pool = run_dir.load_split("train")  # the examples the teacher was trained on
+    loaded = load_teacher(teacher, train, teacher_model, which=checkpoint)
+    model = loaded.model.to(resolve_device(device))
+    layers = candidate_layers(model, form)
+    if not 1 <= k <= len(layers):
+        raise KdlensError(
+            f"--k {k}: {loaded.name} has {len(layers)} candidate layers; use 1 ≤ k ≤ {len(layers)} (PURSUhInT: k = 3)"
+        )
+    out_dir = Path(out) if out is not None else (run_dir.path / "hints" if run_dir is not None else ckpt.parent / "hints")
+
+    result = find_hint_points(
+        model, train.images, dataset_prepare(train), k=k, metric=metric, rule=rule, form=form, n=n,
+        seed=seed, cache_dir=out_dir / "cache", blas_threads=blas_threads, pool=pool,
+        data_key=dataset_key(train), batch_size=batch_size, progress=not quiet,
+    )
+    result.extra = {"teacher": {"ref": str(teacher), "model": loaded.name, "checkpoint": str(ckpt)}}
+    paths = result.save(out_dir, title=f"{loaded.name} on {name}: {metric} ({form}), k={k}, {result.rule}")
+
+    console = Console()
+    table = Table("cluster", "members (1-based)", "size", "hint", "layer", "conventional", "conv. layer",
+                  title=f"PURSUhInT hint points of {loaded.name} ({metric}, {form}-activation, rule {result.rule}, N={result.n})")
+    for row in result.table_rows():
+        table.add_row(
+            str(row["cluster"]), row["members"], str(row["size"]), str(row["hint"]), row["layer"],
+            "" if row["conventional"] is None else str(row["conventional"]), row["conventional_layer"] or "",
+        )
+    console.print(table)
+    t = result.timings
+    console.print(
+        f"hint points {', '.join(map(str, result.selection.indices_1based))} "
+        f"(conventional {', '.join(str(i + 1) for i in result.conventional) or '—'}); "
+        f"step 1 (representations, cache {result.cache}) {t['step1_representations']:.1f} s, "
+        f"step 2 (similarity + clustering) {t['step2']:.2f} s",
+        highlight=False,
+    )
+    console.print(f"wrote {paths['json']} and {paths['png']}", highlight=False)
