@@ -94,6 +94,13 @@ class Objective(nn.Module):
             raise KdlensError("this objective has no hint loss, hence no pre-training phase")
         return self.hint_loss.pretrain_loss(student_feats, teacher_feats, **context)
 
+    def main_phase(self) -> Objective:
+        """The objective after pre-training: the hint term is dropped where the method uses
+        it only as initialisation (AB, FSP, FitNet's two-stage schedule)."""
+        if self.hint_loss is None or self.hint_loss.active_in_main_phase:
+            return self
+        return Objective(self.logit_loss, None, self.gamma, self.alpha, 0.0)
+
     def pretrain_parameters(self) -> Iterator[nn.Parameter]:
         return self.hint_loss.pretrain_parameters() if self.hint_loss is not None else iter(())
 

@@ -60,12 +60,20 @@ class DistillLoop:
         objective: Objective,
         student_layers: Sequence[str] = (),
         soft_only: bool = False,
+        logit_warmup_epochs: int = 0,
     ) -> None:
         self.source = source
         self.teacher = teacher
         self.objective = objective
         self.student_layers = list(student_layers)
         self.soft_only = soft_only  # transfer set without labels: CE term sees none
+        self.logit_warmup_epochs = logit_warmup_epochs
+        self.base_alpha = objective.alpha
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Linear warm-up of the logit term (DKD, Zhao et al. 2022: over the first 20 of 240 epochs)."""
+        if self.logit_warmup_epochs > 0:
+            self.objective.alpha = self.base_alpha * min(1.0, (epoch + 1) / self.logit_warmup_epochs)
 
     def num_batches(self) -> int:
         return len(self.source)

@@ -112,7 +112,9 @@ def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = 
             kd = create_loss("kd", **{k: v for k, v in cfg.loss.items() if k == "T"})
             loop: Any = LimitedLabelLoop(source, unlabeled, teacher_outputs, kd)
         else:
-            loop = DistillLoop(source, teacher_outputs, objective, s_layers)
+            main = objective.main_phase() if objective.requires_pretraining else objective
+            loop = DistillLoop(source, teacher_outputs, main, s_layers if main.hint_loss else [],
+                               logit_warmup_epochs=logit_warmup_epochs(cfg.method, cfg.epochs))
         trainer = Trainer(
             student, loop, cfg.optim, cfg.epochs, run_dir=run_dir,
             description=f"{cfg.method}: {teacher.name} → {cfg.model.name}", **common,
@@ -124,6 +126,13 @@ def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = 
 
     default = f"{cfg.method.replace('+', '_')}-{teacher.name}-{cfg.model.name}-{cfg.data.name}"
     return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body)
+
+
+def logit_warmup_epochs(method: str, epochs: int) -> int:
+    """DKD's linear warm-up: 20 of 240 epochs in Zhao et al. 2022, scaled to ``epochs``."""
+    if "dkd" not in method.split("+"):
+        return 0
+    return max(1, round(20 / 240 * epochs))
 
 
 def _auto_hint_layers(cfg: DistillConfig, data: PreparedData, teacher, k: int | None, progress: bool) -> list[str]:

@@ -46,11 +46,23 @@ def load_teacher(ref: str, data: Dataset, model_name: str | None = None, seed: i
     model = model_for_data(name, data, seed, **kwargs)
     state = safe_torch_load(ckpt)
     state = state.get("model", state) if isinstance(state, dict) else state
+    check_class_count(model, state, data, name)
     load_state_checked(model, state, f"teacher {name} from {ckpt}")
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
     return LoadedTeacher(model, name, ckpt)
+
+
+def check_class_count(model: nn.Module, state: dict, data: Dataset, name: str) -> None:
+    """A teacher trained for K classes cannot teach a dataset with another class count."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    key = f"{linears[-1]}.weight" if linears else None
+    if key in state and state[key].shape[0] != data.num_classes:
+        raise KdlensError(
+            f"teacher {name} was trained for {state[key].shape[0]} classes but dataset "
+            f"{data.name!r} has {data.num_classes}; teacher and student must share the classes"
+        )
 
 
 def load_state_checked(model: nn.Module, state: dict, what: str) -> None:

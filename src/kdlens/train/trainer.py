@@ -147,6 +147,8 @@ class Trainer:
     # -- training ----------------------------------------------------------------
     def _train_epoch(self, epoch: int, bar: TrainingProgress) -> dict[str, float]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        if hasattr(self.loop, "on_epoch_start"):
+            self.loop.on_epoch_start(epoch)
         torch.manual_seed(epoch_seed(self.seed, epoch) + 1)
         self.model.train()
         for module in self.loop.trainable_modules():

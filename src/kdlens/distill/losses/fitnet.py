@@ -48,6 +48,8 @@ class FitNetLoss(HintLoss):
         super().__init__(student_shapes, teacher_shapes)
         self.two_stage = bool(two_stage)
         self.requires_pretraining = self.two_stage
+        # the paper's stage 2 is KD alone: the hint term is initialisation only
+        self.active_in_main_phase = not self.two_stage
         self.regressor_relu = bool(regressor_relu)
         self.regressors = nn.ModuleList(
             hint_regressor(s, t, relu=regressor_relu) for s, t in zip(self.student_shapes, self.teacher_shapes)

@@ -1,0 +1,417 @@
+"""Ivis in PyTorch: a Siamese network trained with a triplet loss on k-nearest-neighbour triplets.
+
+Written from the paper, Szubert, Drozdov, Marini, Ntrozos & Jacobsen (2019), *Structure-
+preserving visualisation of high dimensional single-cell datasets*, Scientific Reports 9:8914,
+and used as in Lee & Wallraven (2021), *Visualizing the embedding space to explain the effect
+of knowledge distillation* (ACPR), whose Table 2 reports the converged Ivis loss per layer.
+
+What the estimator does (defaults from Szubert et al. unless said otherwise):
+
+* **Network.** Three dense layers of 128 units with SELU activations and LeCun-normal
+  initialisation, each followed by AlphaDropout (rate 0.1), then a linear embedding layer
+  (``n_components = 2``). ``network="maaten"`` gives the larger 500-500-2000 body (van der
+  Maaten 2009, parametric t-SNE); a tuple of widths gives any other body.
+* **Neighbours.** ``k = 150`` nearest neighbours of every point from a back-end in
+  :mod:`kdlens.explain.embed.knn`. Default ``knn="auto"``: exact torch search for up to 20,000
+  points or above 256 dimensions (exact, and faster than a tree index there), Annoy with the
+  angular metric and 50 trees — the reference implementation's setting — for larger data.
+  The metric is angular by default for every back-end, as in the reference.
+* **Triplets.** Every epoch each point is the anchor exactly once, in a freshly shuffled
+  order. ``triplets="random"`` (default, Szubert et al. / reference behaviour): positive = a
+  uniformly random one of the anchor's k neighbours, negative = a uniformly random point that
+  is neither the anchor nor one of its k neighbours — new draws every epoch.
+  ``triplets="closest-furthest"``: Lee & Wallraven describe the triplets as "closest point =
+  positive, furthest point = negative"; we read that as positive = the nearest neighbour and
+  negative = the furthest of the k neighbours, fixed for every epoch. The difference matters:
+  random non-neighbour negatives are mostly far-away points, so the loss spreads unrelated
+  points apart and keeps the global layout; the closest-furthest triplets are always the same
+  two points inside the neighbourhood (a hard negative), so the loss only orders the
+  neighbourhood and says nothing about points outside it, and the loss values are not
+  comparable between the two options.
+* **Loss.** ``loss="pn"``: the PN triplet loss of Balntas et al. (2016) as used by Ivis,
+  ``max(d(a,p) − min(d(a,n), d(p,n)) + margin, 0)``; ``loss="triplet"``: the plain
+  ``max(d(a,p) − d(a,n) + margin, 0)``; Euclidean distances in the embedding, margin 1.
+* **Optimisation.** Adam (learning rate 1e-3), batches of 128 anchors, at most ``epochs``
+  epochs; early stopping when the mean training loss of an epoch has not improved on the best
+  one by more than ``min_delta`` for ``patience`` epochs (the reference's default patience is
+  20). The weights of the best epoch are restored, and its loss is ``loss_`` — the converged
+  loss of Lee & Wallraven's Table 2 (lower = the neighbourhood structure is easier to embed).
+* **Supervision (optional).** With labels ``y`` in ``fit``, a softmax classifier on the
+  embedding is trained jointly: loss = (1 − w)·triplet + w·cross-entropy, ``w =
+  supervision_weight``; labels −1 are ignored (semi-supervised use).
+* **Seeding.** Initialisation, dropout and triplet draws come from ``seed`` (the global torch
+  RNG is left untouched): with the same seed and the same neighbours
+  (``knn=PrecomputedKNN(previous.neighbors_)``) the embedding is the same, bit for bit on the
+  same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlens.errors import KdlensError, unknown_name
+from kdlens.explain.embed.knn import KNNIndex, Neighbors, as_float_matrix, make_knn_index
+from kdlens.registry import Registry
+
+__all__ = [
+    "NETWORKS",
+    "TRIPLET_LOSSES",
+    "Ivis",
+    "IvisNetwork",
+    "lecun_normal_",
+    "pn_triplet_loss",
+    "triplet_loss",
+]
+
+NETWORKS: dict[str, tuple[int, ...]] = {
+    "szubert": (128, 128, 128),  # Szubert et al. 2019 default
+    "maaten": (500, 500, 2000),  # van der Maaten 2009 (parametric t-SNE), Ivis' larger option
+}
+TRIPLET_SAMPLING = ("random", "closest-furthest")
+
+TRIPLET_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor, float], Tensor]] = Registry("triplet loss")
+
+
+def _distance(a: Tensor, b: Tensor) -> Tensor:
+    # the small constant keeps the gradient of sqrt finite when two points coincide
+    return torch.sqrt(((a - b) ** 2).sum(-1) + 1e-12)
+
+
+@TRIPLET_LOSSES.register("pn")
+def pn_triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
+    """PN triplet loss per triplet: ``max(d(a,p) − min(d(a,n), d(p,n)) + margin, 0)``.
+
+    Balntas, Riba, Ponsa & Mikolajczyk (2016), *Learning local feature descriptors with
+    triplets and shallow convolutional neural networks* (BMVC); used by Ivis (Szubert et al.
+    2019). The negative is pushed away from whichever of anchor and positive is closer.
+    """
+    d_ap = _distance(anchor, positive)
+    d_an = _distance(anchor, negative)
+    d_pn = _distance(positive, negative)
+    return F.relu(d_ap - torch.minimum(d_an, d_pn) + margin)
+
+
+@TRIPLET_LOSSES.register("triplet")
+def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
+    """Plain triplet loss per triplet: ``max(d(a,p) − d(a,n) + margin, 0)`` (Schroff et al. 2015, FaceNet)."""
+    return F.relu(_distance(anchor, positive) - _distance(anchor, negative) + margin)
+
+
+def lecun_normal_(weight: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """LeCun-normal initialisation (LeCun et al. 1998; Klambauer et al. 2017 for SELU nets).
+
+    A normal distribution truncated at ±2σ with the variance ``1 / fan_in`` after truncation
+    (σ = sqrt(1/fan_in) / 0.87962566, the std of a unit normal truncated at ±2).
+    """
+    fan_in = weight.shape[1]
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    with torch.no_grad():
+        return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std, generator=generator)
+
+
+class IvisNetwork(nn.Module):
+    """Dense SELU body with AlphaDropout and a linear embedding layer (the Siamese branch)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], n_components: int, dropout: float,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.SELU()]
+            if dropout > 0:
+                layers.append(nn.AlphaDropout(dropout))
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.embedding = nn.Linear(width, n_components)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                lecun_normal_(m.weight, generator)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embedding(self.body(x))
+
+
+def _as_labels(y: Any, n: int) -> np.ndarray:
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise KdlensError(f"labels must have shape ({n},), one per point; got {y.shape}")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise KdlensError(f"labels must be integers (−1 = unlabelled); got dtype {y.dtype}")
+    if (y < -1).any():
+        raise KdlensError("labels must be ≥ 0, or −1 for unlabelled points")
+    if (y < 0).all():
+        raise KdlensError("all labels are −1: give at least one labelled point, or fit without y")
+    return y.astype(np.int64)
+
+
+class Ivis:
+    """Ivis dimensionality reduction (Szubert et al. 2019), scikit-learn style.
+
+    >>> emb = Ivis(n_components=2, seed=0).fit_transform(x)      # x: n × d array
+    >>> model.loss_, model.n_epochs_                              # converged loss, epochs run
+
+    Parameters (stored verbatim; see the module docstring for the method):
+        n_components: embedding dimension.
+        k: neighbours per point (clipped to n − 2 with a warning on tiny data).
+        network: ``"szubert"`` (128-128-128), ``"maaten"`` (500-500-2000) or a tuple of widths.
+        dropout: AlphaDropout rate after each hidden layer.
+        loss: ``"pn"`` or ``"triplet"``.
+        margin: triplet margin.
+        triplets: ``"random"`` (reference) or ``"closest-furthest"`` (Lee & Wallraven's wording).
+        batch_size, learning_rate: Adam mini-batches of anchors and step size.
+        epochs: the most epochs; patience, min_delta: early stopping on the training loss.
+        knn: back-end name (``auto``, ``exact``, ``annoy``, ``nndescent``) or a
+            :class:`~kdlens.explain.embed.knn.KNNIndex` (e.g. ``PrecomputedKNN``).
+        knn_metric: ``"angular"`` (reference) or ``"euclidean"`` (ignored for an instance).
+        supervision_weight: weight w of the classifier loss when ``fit`` gets labels.
+        seed: seed of initialisation, dropout and triplet sampling.
+        device: torch device for training (``"cpu"``, ``"cuda"``).
+        verbose: print the loss every 10 epochs.
+
+    Learned attributes: ``embedding_`` (n × n_components, float32), ``loss_`` (best epoch's
+    mean loss), ``history_`` (mean loss per epoch), ``n_epochs_``, ``neighbors_`` (n × k),
+    ``network_`` (the torch module), ``n_features_in_``, ``k_``, ``fit_seconds_``,
+    ``knn_seconds_``.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        k: int = 150,
+        network: str | Sequence[int] = "szubert",
+        dropout: float = 0.1,
+        loss: str = "pn",
+        margin: float = 1.0,
+        triplets: str = "random",
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        epochs: int = 1000,
+        patience: int = 20,
+        min_delta: float = 0.0,
+        knn: str | KNNIndex = "auto",
+        knn_metric: str = "angular",
+        supervision_weight: float = 0.5,
+        seed: int = 0,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.k = k
+        self.network = network
+        self.dropout = dropout
+        self.loss = loss
+        self.margin = margin
+        self.triplets = triplets
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.patience = patience
+        self.min_delta = min_delta
+        self.knn = knn
+        self.knn_metric = knn_metric
+        self.supervision_weight = supervision_weight
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def _hidden(self) -> tuple[int, ...]:
+        if isinstance(self.network, str):
+            if self.network not in NETWORKS:
+                raise unknown_name("Ivis network", self.network, NETWORKS)
+            return NETWORKS[self.network]
+        hidden = tuple(int(h) for h in self.network)
+        if not hidden or min(hidden) < 1:
+            raise KdlensError(f"network widths must be positive integers; got {self.network!r}")
+        return hidden
+
+    def _check_params(self) -> None:
+        for name in ("n_components", "k", "batch_size", "epochs", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise KdlensError(f"Ivis {name} must be a positive integer; got {value!r}")
+        if self.triplets not in TRIPLET_SAMPLING:
+            raise unknown_name("triplet sampling", self.triplets, TRIPLET_SAMPLING)
+        TRIPLET_LOSSES.get(self.loss)
+        if not 0 <= self.dropout < 1:
+            raise KdlensError(f"dropout must be in [0, 1); got {self.dropout}")
+        if not 0 <= self.supervision_weight <= 1:
+            raise KdlensError(f"supervision_weight must be in [0, 1]; got {self.supervision_weight}")
+        if self.margin <= 0 or self.learning_rate <= 0:
+            raise KdlensError("margin and learning_rate must be positive")
+        self._hidden()
+
+    # ------------------------------------------------------------------ triplets
+    def _sample_epoch(self, nbrs: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Anchors (a permutation of all points), positives and negatives for one epoch."""
+        n, k = nbrs.shape
+        anchors = torch.randperm(n, generator=gen)
+        if self.triplets == "closest-furthest":
+            return anchors, nbrs[anchors, 0], nbrs[anchors, k - 1]
+        positives = nbrs[anchors, torch.randint(k, (n,), generator=gen)]
+        negatives = torch.randint(n, (n,), generator=gen)
+        rows = nbrs[anchors]
+        bad = (negatives == anchors) | (rows == negatives[:, None]).any(1)
+        while bool(bad.any()):  # rejection sampling: redraw negatives that hit a neighbour
+            redo = bad.nonzero().squeeze(1)
+            negatives[redo] = torch.randint(n, (redo.numel(),), generator=gen)
+            bad_redo = (negatives[redo] == anchors[redo]) | (rows[redo] == negatives[redo, None]).any(1)
+            bad = torch.zeros_like(bad)
+            bad[redo] = bad_redo
+        return anchors, positives, negatives
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, x: Any, y: Any = None) -> Ivis:
+        """Find neighbours, train the network, store ``embedding_`` of ``x``; returns self."""
+        self._check_params()
+        x = as_float_matrix(x)
+        n, d = x.shape
+        if n < 4:
+            raise KdlensError(f"Ivis needs at least 4 points; got {n}")
+        labels = None if y is None else _as_labels(y, n)
+        k = int(self.k)
+        if k > n - 2:
+            warnings.warn(f"Ivis: k = {k} neighbours but only {n} points; using k = {n - 2}", stacklevel=2)
+            k = n - 2
+        self.k_ = k
+        self.n_features_in_ = d
+
+        t0 = time.perf_counter()
+        index = make_knn_index(self.knn, n, d, **({} if isinstance(self.knn, KNNIndex) else
+                                                   {"metric": self.knn_metric, "seed": self.seed}))
+        neighbors: Neighbors = index.build(x, k)
+        self.knn_seconds_ = time.perf_counter() - t0
+        self.neighbors_ = neighbors.indices
+
+        device = torch.device(self.device)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            self._train(x, labels, neighbors.indices, device)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.embedding_ = self.transform(x)
+        return self
+
+    def _train(self, x: np.ndarray, labels: np.ndarray | None, nbrs_np: np.ndarray, device: torch.device) -> None:
+        gen = torch.Generator().manual_seed(int(self.seed) + 1)
+        init_gen = torch.Generator().manual_seed(int(self.seed))
+        net = IvisNetwork(x.shape[1], self._hidden(), int(self.n_components), float(self.dropout), init_gen)
+        head = None
+        params = list(net.parameters())
+        w = float(self.supervision_weight) if labels is not None else 0.0
+        if labels is not None:
+            head = nn.Linear(int(self.n_components), int(labels.max()) + 1)
+            params += list(head.parameters())
+            head.to(device)
+            y_t = torch.from_numpy(labels).to(device)
+        net.to(device)
+        opt = torch.optim.Adam(params, lr=float(self.learning_rate))
+        loss_fn = TRIPLET_LOSSES.get(self.loss)
+        data = torch.from_numpy(x).to(device)
+        nbrs = torch.from_numpy(nbrs_np)
+        n, bs, margin = x.shape[0], int(self.batch_size), float(self.margin)
+
+        best, best_state, since_best, history = math.inf, None, 0, []
+        net.train()
+        for epoch in range(int(self.epochs)):
+            anchors, positives, negatives = self._sample_epoch(nbrs, gen)
+            triplet_idx = torch.stack([anchors, positives, negatives], 1).to(device)
+            total = 0.0
+            for start in range(0, n, bs):
+                batch = triplet_idx[start : start + bs]
+                b = batch.shape[0]
+                emb = net(data.index_select(0, batch.T.reshape(-1)))
+                a, p, ng = emb[:b], emb[b : 2 * b], emb[2 * b :]
+                loss = loss_fn(a, p, ng, margin).mean()
+                if head is not None:
+                    ya = y_t[batch[:, 0]]
+                    labelled = ya >= 0
+                    ce = F.cross_entropy(head(a[labelled]), ya[labelled]) if bool(labelled.any()) else a.sum() * 0
+                    loss = (1 - w) * loss + w * ce
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * b
+            epoch_loss = total / n
+            history.append(epoch_loss)
+            if not math.isfinite(epoch_loss):
+                raise KdlensError(f"Ivis loss became {epoch_loss} in epoch {epoch + 1}: scale the input or lower learning_rate")
+            if epoch_loss < best - float(self.min_delta):
+                best, since_best = epoch_loss, 0
+                best_state = (copy.deepcopy(net.state_dict()), None if head is None else copy.deepcopy(head.state_dict()))
+            else:
+                since_best += 1
+            if self.verbose and (epoch + 1) % 10 == 0:
+                print(f"ivis epoch {epoch + 1}: loss {epoch_loss:.5f} (best {best:.5f})")
+            if since_best >= int(self.patience):
+                break
+        assert best_state is not None
+        net.load_state_dict(best_state[0])
+        if head is not None:
+            head.load_state_dict(best_state[1])
+        net.eval()
+        self.network_ = net
+        self.classifier_ = head
+        self.loss_ = best
+        self.history_ = history
+        self.n_epochs_ = len(history)
+
+    # ------------------------------------------------------------------ transform
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise KdlensError("this Ivis model is not fitted yet: call fit(x) first")
+
+    def transform(self, x: Any, batch_size: int = 4096) -> np.ndarray:
+        """Embed (new) points with the trained network (dropout off); n × n_components float32."""
+        self._check_fitted()
+        x = as_float_matrix(x)
+        if x.shape[1] != self.n_features_in_:
+            raise KdlensError(f"Ivis was fitted on {self.n_features_in_} features; got {x.shape[1]}")
+        device = next(self.network_.parameters()).device
+        out = np.empty((x.shape[0], int(self.n_components)), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                chunk = torch.from_numpy(x[start : start + batch_size]).to(device)
+                out[start : start + batch_size] = self.network_(chunk).cpu().numpy()
+        return out
+
+    def fit_transform(self, x: Any, y: Any = None) -> np.ndarray:
+        """``fit(x, y)`` and return ``embedding_``."""
+        return self.fit(x, y).embedding_
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Class predictions of the supervised head (only after ``fit`` with labels)."""
+        self._check_fitted()
+        if self.classifier_ is None:
+            raise KdlensError("predict needs a supervised Ivis: fit(x, y) with labels")
+        emb = torch.from_numpy(self.transform(x)).to(next(self.classifier_.parameters()).device)
+        with torch.no_grad():
+            return self.classifier_(emb).argmax(1).cpu().numpy()
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters as given to ``__init__`` (scikit-learn convention)."""
+        import inspect
+
+        return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters if p != "self"}
+
+    def __repr__(self) -> str:
+        defaults = Ivis().get_params()
+        changed = {k: v for k, v in self.get_params().items() if v != defaults[k] or k == "n_components"}
+        return "Ivis(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")"
