@@ -66,3 +66,19 @@ def methods() -> None:
         weights = f"{row['gamma']:g} / {row['alpha']:g} / {row['beta']:g}"
         table.add_row(row["name"], row["kind"], weights, hyper, f"{row['citation']} ({row['source']})")
     Console().print(table)
+
+
+@user_errors_exit_2
+def tune(
+    config: str = typer.Argument(..., help="tune YAML: base (a distill config), space, trials"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Search loss weights (γ, α, β, T) with Optuna on a validation split; resumable."""
+    from kdlens.config import TuneConfig
+    from kdlens.studies.tune import run_tune
+
+    cfg = load_config(TuneConfig, config, overrides or [])
+    result = run_tune(cfg, progress=not quiet)
+    typer.echo(f"best: {result['best_params']} → val acc {result['best_val_acc']:.2f}% "
+               f"after {result['trials']} trials ({result['storage']})")

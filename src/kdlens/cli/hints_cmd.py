@@ -26,6 +26,9 @@ def hints(
     seed: int = typer.Option(0, help="seed of the sample of training examples"),
     batch_size: int = typer.Option(250, "--batch-size"),
     blas_threads: int = typer.Option(1, "--blas-threads", help="BLAS threads for the similarity step"),
+    torch_threads: int = typer.Option(
+        None, "--torch-threads", help="torch intra-op threads for the teacher's forward passes (1 is fastest on a busy CPU)"
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     out: str = typer.Option(None, help="output folder (default: TEACHER_RUN/hints, or next to a checkpoint file)"),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -54,6 +57,8 @@ def hints(
         raise unknown_name("tap form", form, REPRESENTATION_FORMS)
     if checkpoint not in ("last", "best"):
         raise unknown_name("checkpoint", checkpoint, ["last", "best"])
+    if torch_threads is not None and torch_threads < 1:
+        raise KdlensError(f"--torch-threads must be ≥ 1; got {torch_threads}")
     if n < 1:
         raise KdlensError(f"--n must be a positive number of samples; got {n}")
     ckpt, _, _ = resolve_checkpoint(teacher, checkpoint)  # missing teacher → error here
@@ -78,12 +83,16 @@ def hints(
         )
     out_dir = Path(out) if out is not None else (run_dir.path / "hints" if run_dir is not None else ckpt.parent / "hints")
 
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     result = find_hint_points(
         model, train.images, dataset_prepare(train), k=k, metric=metric, rule=rule, form=form, n=n,
         seed=seed, cache_dir=out_dir / "cache", blas_threads=blas_threads, pool=pool,
         data_key=dataset_key(train), batch_size=batch_size, progress=not quiet,
     )
-    result.extra = {"teacher": {"ref": str(teacher), "model": loaded.name, "checkpoint": str(ckpt)}}
+    result.extra["teacher"] = {"ref": str(teacher), "model": loaded.name, "checkpoint": str(ckpt)}
     paths = result.save(out_dir, title=f"{loaded.name} on {name}: {metric} ({form}), k={k}, {result.rule}")
 
     console = Console()

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdlens.cli.errors import user_errors_exit_2
-from kdlens.cli.distill_cmd import distill, methods
+from kdlens.cli.distill_cmd import distill, methods, tune
 from kdlens.cli.hints_cmd import hints
 from kdlens.cli.train_cmd import train
 
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command()(train)
 app.command()(distill)
 app.command()(methods)
+app.command()(tune)
 app.command()(hints)
 
 

@@ -1,7 +1,7 @@
 """Pydantic configs, YAML loading and key=value overrides."""
 
 from kdlens.config.loading import apply_overrides, load_config, parse_override, read_yaml, validate
-from kdlens.config.schema import DataConfig, DistillConfig, ModelConfig, OptimConfig, TeacherConfig, TrainConfig
+from kdlens.config.schema import DataConfig, DistillConfig, ModelConfig, OptimConfig, TeacherConfig, TrainConfig, TuneConfig
 
 __all__ = [
     "DataConfig",
@@ -10,6 +10,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "TuneConfig",
     "apply_overrides",
     "load_config",
     "parse_override",

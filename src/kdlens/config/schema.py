@@ -83,9 +83,18 @@ class TrainConfig(Strict):
     bf16: bool = Field(False, description="bfloat16 autocast")
     channels_last: bool = False
     eval_every: int = Field(1, gt=0)
+    eval_split: Literal["test", "val"] = Field(
+        "test", description="evaluate on the test set or on the held-out validation split"
+    )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="α_LS of the CE target")
     out: str = Field("runs", description="run store directory")
     name: str | None = Field(None, description="run name (default: derived from the config)")
+
+    @model_validator(mode="after")
+    def _val_split_exists(self) -> TrainConfig:
+        if self.eval_split == "val" and self.data.val_fraction <= 0:
+            raise ValueError("eval_split=val needs data.val_fraction > 0 (e.g. 0.1)")
+        return self
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (not where it is stored or shown)."""
@@ -128,3 +137,47 @@ class DistillConfig(TrainConfig):
     pretrain_epochs: int | None = Field(
         None, ge=0, description="hint pre-training epochs for FitNet stage 1 / AB / FSP / FT (None: epochs // 4)"
     )
+
+
+class SearchRange(Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low={self.low} must be < high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+TUNABLE = ("gamma", "alpha", "beta", "T")
+
+
+class TuneConfig(Strict):
+    """Bayesian search (Optuna TPE) of loss weights on a validation split, as PURSUhInT
+    chose γ, α, β (Keser et al. 2022 §4)."""
+
+    kind: Literal["tune"] = "tune"
+    base: DistillConfig
+    space: dict[str, SearchRange] = Field(
+        default_factory=lambda: {
+            "gamma": SearchRange(low=0.05, high=1.0),
+            "alpha": SearchRange(low=0.1, high=1.0),
+            "T": SearchRange(low=1.0, high=10.0),
+        }
+    )
+    trials: int = Field(20, gt=0)
+    seed: int = 0
+    name: str = "tune"
+
+    @model_validator(mode="after")
+    def _space_keys(self) -> TuneConfig:
+        bad = [k for k in self.space if k not in TUNABLE]
+        if bad:
+            raise ValueError(f"space: cannot tune {bad}; tunable: {', '.join(TUNABLE)}")
+        if self.base.data.val_fraction <= 0:
+            raise ValueError("base.data.val_fraction must be > 0: tuning evaluates on a validation split")
+        return self

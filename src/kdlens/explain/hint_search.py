@@ -66,6 +66,10 @@ __all__ = [
 #: PURSUhInT uses N = 10,000 training samples for the layer representations.
 DEFAULT_N = 10_000
 _RESULT_VERSION = 1
+#: R²_CCA runs with eps=0 unless told otherwise: CCA on each layer's non-degenerate
+#: subspace (pseudo-inverse whitening), identical to plain CCA for full-rank layers, and
+#: defined for layers with dead (always-zero) ReLU channels, which real teachers have.
+_CCA_METRICS = ("cca", "cca_r2")
 
 
 # ----------------------------------------------------------------------- helpers
@@ -318,6 +322,9 @@ def find_hint_points(
     (default one per sub-block).  ``cache_dir``: representation cache (see
     :mod:`kdlens.explain.representations`; ``data_key`` identifies the data there).
     ``blas_threads``: BLAS threads for step 2 (1 is fastest on a busy shared CPU).
+    ``metric_options`` go to the metric; R²_CCA defaults to ``eps=0`` (CCA on each layer's
+    column space, so rank-deficient layers — dead ReLU channels — are allowed; same value
+    as plain CCA for full-rank layers).
 
     Inputs are checked before any forward pass; bad ones raise
     :class:`~kdlens.errors.KdlensError`.
@@ -347,7 +354,10 @@ def find_hint_points(
         cache_dir=cache_dir, data_key=data_key, progress=progress, info=info,
     )
     t1 = time.perf_counter()
-    S = similarity_matrix(reps, metric, blas_threads=blas_threads, **dict(metric_options or {}))
+    options = dict(metric_options or {})
+    if metric in _CCA_METRICS:
+        options.setdefault("eps", 0.0)
+    S = similarity_matrix(reps, metric, blas_threads=blas_threads, **options)
     t2 = time.perf_counter()
     selection = select_hint_points(S, k, rule=rule, names=names, metric=metric, algorithm=algorithm)
     t3 = time.perf_counter()
@@ -372,6 +382,7 @@ def find_hint_points(
             "total": time.perf_counter() - t_start,
         },
         weights_sha256=w_hash, data=data, cache=info.get("cache", "off"),
+        extra={"metric_options": options} if options else {},
     )
 
 

@@ -9,8 +9,8 @@ layers is computed.
 :func:`layer_representations` streams the samples through the model in batches.  The
 spatial mean is taken *inside the forward hook* (:class:`SpatialMeanTaps`), so at any
 time only one block's full feature map of one batch exists; the N×C outputs are filled
-in place.  For resnet110 at 32×32 that is ~3.4 MB for all 54 layers of 10,000 samples
-(float32 channel means, 16/32/64 wide) instead of 5.2 GB of full maps.
+in place.  For resnet110 at 32×32 and N = 10,000 that is 81 MB (54 layers, 2,016 channel
+means per sample in float32) instead of 20.6 GB of full post-activation maps.
 
 Tap forms (see :mod:`kdlens.models.taps`): ``"post"`` taps each block's output (after
 its final ReLU), ``"pre"`` the ``<block>.preact`` tensor before it.
@@ -66,7 +66,7 @@ def spatial_mean(t: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         raise KdlensError(f"a layer representation needs a batch and a channel dimension; got shape {tuple(t.shape)}")
     if t.ndim == 2:
         return t.to(dtype)
-    return t.flatten(2).mean(dim=2, dtype=dtype)
+    return t.mean(dim=tuple(range(2, t.ndim)), dtype=dtype)  # no copy for channels-last maps
 
 
 class SpatialMeanTaps(FeatureTaps):
@@ -203,6 +203,8 @@ def layer_representations(
     indices: Any = None,
     batch_size: int = 250,
     dtype: str = "float32",
+    channels_last: bool = True,
+    bf16: bool = False,
     cache_dir: str | Path | None = None,
     data_key: Mapping[str, Any] | None = None,
     progress: bool = False,
@@ -217,6 +219,11 @@ def layer_representations(
     conversion only).  ``indices``: rows to use, in that order (default all).
     ``layers``: tap names (default :func:`candidate_layers` in ``form``).
     ``dtype``: "float32" (default) or "float64" for the means and the returned arrays.
+    ``channels_last``: feed 4-D batches in channels-last memory format (the model is not
+    touched; convolutions then run channels-last — 1.5–2× faster on the CPUs here, same
+    values up to float rounding).  ``bf16``: bfloat16 autocast for the forward pass
+    (faster again where the CPU has avx512_bf16, ~1e-2 relative error in the means;
+    part of the cache key).
 
     ``cache_dir``: reuse/save the result on disk (see the module docstring);
     ``data_key``: what identifies the data for the cache, e.g. ``{"dataset": "cifar100",
@@ -257,7 +264,7 @@ def layer_representations(
 
         data = dict(data_key) if data_key is not None else {"images_sha256": _images_sha256(images, rows)}
         data.update(n=int(rows.size), indices_sha256=indices_sha256(rows))
-        key = representation_cache_key(weights_hash(model), data, names, form, dtype)
+        key = representation_cache_key(weights_hash(model), data, names, form, dtype + ("+bf16" if bf16 else ""))
         folder = Path(cache_dir) / _key_digest(key)[:24]
         cached = _load_cached(folder, key)
         if info is not None:
@@ -267,7 +274,7 @@ def layer_representations(
     elif info is not None:
         info.update(cache="off", cache_dir=None)
 
-    reps = _compute(model, images, prepare, taps, rows, batch_size, _DTYPES[dtype], progress)
+    reps = _compute(model, images, prepare, taps, rows, batch_size, _DTYPES[dtype], progress, channels_last, bf16)
     if folder is not None and key is not None:
         _write_cache(folder, key, reps)
     return reps
@@ -282,6 +289,8 @@ def _compute(
     batch_size: int,
     np_dtype: type,
     progress: bool,
+    channels_last: bool = True,
+    bf16: bool = False,
 ) -> dict[str, np.ndarray]:
     from kdlens.data import to_float
     from kdlens.train.progress import TrainingProgress
@@ -295,6 +304,7 @@ def _compute(
     try:
         with (
             torch.no_grad(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
             taps,
             TrainingProgress("layer representations", n, enabled=progress and n_batches > 1) as bar,
         ):
@@ -302,6 +312,8 @@ def _compute(
                 idx = torch.from_numpy(rows[start : start + batch_size])
                 x = images[idx.to(images.device)].to(device)
                 x = prepare(x) if prepare is not None else to_float(x)
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 model(x)
                 for name, f in taps.take().items():
                     f = f.cpu().numpy()

@@ -93,7 +93,7 @@ def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = 
                 print(f"teacher-output cache {'hit' if hit else 'miss (built)'}: {cache.dir}")
         source = InMemorySource(data.train.images, data.train.labels, data.train_indices, cfg.batch_size, data.augment, device)
         common = dict(
-            eval_set=data.eval_set(device), seed=cfg.seed, device=device, bf16=cfg.bf16,
+            eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), seed=cfg.seed, device=device, bf16=cfg.bf16,
             channels_last=cfg.channels_last, eval_every=cfg.eval_every, progress=progress,
         )
         if objective.requires_pretraining:

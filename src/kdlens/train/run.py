@@ -90,7 +90,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         )
         trainer = Trainer(
             model, SupervisedLoop(source, cfg.label_smoothing), cfg.optim, cfg.epochs,
-            eval_set=data.eval_set(device), run_dir=run_dir, seed=cfg.seed, device=device,
+            eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), run_dir=run_dir, seed=cfg.seed, device=device,
             bf16=cfg.bf16, channels_last=cfg.channels_last, eval_every=cfg.eval_every,
             progress=progress, description=f"{cfg.model.name} on {cfg.data.name}",
         )
