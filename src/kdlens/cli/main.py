@@ -8,6 +8,7 @@ from rich.table import Table
 
 from kdlens.cli.errors import user_errors_exit_2
 from kdlens.cli.distill_cmd import distill, methods, tune
+from kdlens.cli.embed_cmd import embed
 from kdlens.cli.hints_cmd import hints
 from kdlens.cli.train_cmd import train
 
@@ -22,6 +23,7 @@ app.command()(distill)
 app.command()(methods)
 app.command()(tune)
 app.command()(hints)
+app.command()(embed)
 
 
 @app.command()

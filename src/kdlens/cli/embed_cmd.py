@@ -1,0 +1,203 @@
+"""``kdlens embed``: embed a trained model's activations at points A–E, with metrics and plots.
+
+Everything the user gave is checked before any work (method and its parameters, points, n,
+run directories and their checkpoints, points present in the model); a mistake prints one
+message and exits 2 with nothing written.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kdlens.cli.errors import user_errors_exit_2
+from kdlens.errors import KdlensError
+
+OPTIONAL_MODULES = {"tsne": ("openTSNE", "kdlens[embed]"), "umap": ("umap", "kdlens[umap]")}
+METRIC_COLUMNS = ("trustworthiness", "continuity", "knn_preservation", "knn_accuracy", "distance_spearman",
+                  "class_area_ratio", "ivis_loss", "ivis_epochs", "seconds")
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["epochs=50", "k=30"]`` → ``{"epochs": 50, "k": 30}`` (values read as YAML scalars)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise KdlensError(f"--param must look like key=value (e.g. --param epochs=50); got {item!r}")
+        key, value = item.split("=", 1)
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def _run_names(runs: list[str]) -> list[str]:
+    names: list[str] = []
+    for r in runs:
+        base = Path(r).resolve().name or "run"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    from kdlens.store import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
+    atomic_write_text(path, buf.getvalue())
+
+
+@user_errors_exit_2
+def embed(
+    run: list[str] = typer.Option(..., "--run", help="run directory (repeat for side-by-side, e.g. undistilled then distilled)"),
+    points: str = typer.Option("A,B,C,D,E", help="extraction points, e.g. A,B,C,D,E"),
+    method: str = typer.Option("ivis", help="ivis | tsne | umap | pca"),
+    n: int = typer.Option(2000, help="test images to embed (seeded random subset)"),
+    pool: bool = typer.Option(False, "--pool/--flatten", help="spatial mean pooling of conv activations, or flatten (paper)"),
+    out: str = typer.Option(None, help="output directory (default: FIRST_RUN/embed-METHOD)"),
+    seed: int = typer.Option(0, help="seed of the subset and of the embedding"),
+    param: list[str] = typer.Option(None, "--param", help="method parameter key=value, repeatable (e.g. epochs=100)"),
+    k: int = typer.Option(10, help="neighbours for trustworthiness / continuity / kNN preservation"),
+    mass: float = typer.Option(0.9, help="probability mass of the class regions (class-area ratio)"),
+    dataset: str = typer.Option(None, help="dataset (default: the run's)"),
+    root: str = typer.Option(None, help="dataset root (default: the run's)"),
+    device: str = typer.Option("cpu", help="device for the model forward passes"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Embed activations at extraction points A–E (Lee & Wallraven 2021): npz, metrics CSV, plots."""
+    import numpy as np
+
+    from kdlens.data import load_dataset
+    from kdlens.explain.embed import (
+        class_area_ratios,
+        embedding_quality,
+        make_embedder,
+        parse_points,
+        point_activations,
+        select_points,
+        superclass_correlation,
+        superclass_groups,
+    )
+    from kdlens.explain.embed.methods import EMBEDDERS
+    from kdlens.store import RunDir, atomic_write_bytes
+    from kdlens.train.teacher import load_teacher, resolve_checkpoint
+
+    say = (lambda *a: None) if quiet else typer.echo
+    # ---- validate everything first
+    EMBEDDERS.get(method)
+    if method in OPTIONAL_MODULES and importlib.util.find_spec(OPTIONAL_MODULES[method][0]) is None:
+        mod, extra = OPTIONAL_MODULES[method]
+        raise KdlensError(f"method {method!r} needs the optional package {mod}: pip install '{extra}'")
+    params = {"seed": seed, **parse_params(param)}
+    make_embedder(method, **params)  # unknown parameters fail here
+    wanted = parse_points(points)
+    if n < 10:
+        raise KdlensError(f"--n must be at least 10 points; got {n}")
+    if not 0 < mass < 1:
+        raise KdlensError(f"--mass must be in (0, 1); got {mass}")
+    if k < 1 or k >= n / 2:
+        raise KdlensError(f"--k must be in 1..{(n - 1) // 2} for n = {n}; got {k}")
+    configs = []
+    for r in run:
+        resolve_checkpoint(r)
+        configs.append(RunDir(Path(r)).read_config())
+    data_names = {dataset or c.get("data", {}).get("name") for c in configs}
+    if len(data_names) != 1:
+        raise KdlensError(f"the runs use different datasets ({', '.join(map(str, data_names))}); embed them separately")
+    data_name = data_names.pop()
+    data_root = root or configs[0].get("data", {}).get("root")
+    test = load_dataset(data_name, "test", root=data_root)
+    models = {}
+    names = _run_names(run)
+    for name, r in zip(names, run, strict=True):
+        model = load_teacher(r, test).model
+        from kdlens.data import normalize
+
+        select_points(model, wanted, normalize(test.images[:1], test.mean, test.std))
+        models[name] = model
+    out_dir = Path(out) if out else Path(run[0]) / f"embed-{method}"
+    try:
+        groups = superclass_groups(test)
+    except KdlensError:
+        groups = None
+
+    # ---- work
+    rows, area_rows, sc_rows = [], [], []
+    embeddings: dict[str, dict[str, np.ndarray]] = {}
+    labels = None
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        acts = point_activations(model, test, points=[*wanted, *(["E"] if "E" not in wanted else [])], n=n,
+                                 reduce="mean" if pool else "flatten", device=device, seed=seed)
+        labels = acts.labels
+        say(f"{name}: activations of {len(acts.indices)} test images in {time.perf_counter() - t0:.1f} s")
+        embeddings[name] = {}
+        buf: dict[str, np.ndarray] = {"labels": acts.labels, "indices": acts.indices}
+        for p in wanted:
+            x = acts.features[p]
+            t0 = time.perf_counter()
+            est = make_embedder(method, **params)
+            emb = est.fit_transform(x)
+            secs = time.perf_counter() - t0
+            embeddings[name][p] = emb
+            buf[p] = emb
+            q = embedding_quality(x, emb, labels=acts.labels, k=k, seed=seed)
+            areas = class_area_ratios(emb, acts.labels, mass=mass) if emb.shape[1] == 2 else None
+            loss = getattr(est, "loss_", None)
+            rows.append([name, p, acts.layers[p], x.shape[1], method, q["trustworthiness"], q["continuity"],
+                         q["knn_preservation"], q["knn_accuracy"], q["distance_spearman"],
+                         None if areas is None else areas.mean, loss, getattr(est, "n_epochs_", None), secs])
+            if areas is not None:
+                area_rows += [[name, p, int(c), float(rv)] for c, rv in zip(areas.classes, areas.ratios, strict=True)]
+            say(f"  {p} ({acts.layers[p]}, {x.shape[1]} features): {method} {secs:.1f} s, "
+                f"T={q['trustworthiness']:.3f}, kNN-pres={q['knn_preservation']:.3f}"
+                + ("" if areas is None else f", class-area={areas.mean:.3f}")
+                + ("" if loss is None else f", ivis loss={loss:.4f}"))
+        bio = io.BytesIO()
+        np.savez(bio, **buf)
+        atomic_write_bytes(out_dir / name / "embeddings.npz", bio.getvalue())
+        if groups is not None:
+            sc = superclass_correlation(acts.features["E"], groups)
+            sc_rows.append([name, sc.within, sc.between, *sc.per_group.values()])
+
+    header = ["run", "point", "layer", "features", "method", *METRIC_COLUMNS]
+    _write_csv(out_dir / "metrics.csv", header, rows)
+    if area_rows:
+        _write_csv(out_dir / "class_areas.csv", ["run", "point", "class", "ratio"], area_rows)
+    if sc_rows and groups is not None:
+        _write_csv(out_dir / "superclass.csv", ["run", "within_r2", "between_r2", *groups], sc_rows)
+    _figures(out_dir, method, embeddings, labels, test.classes, rows, area_rows)
+    say(f"wrote {out_dir}/metrics.csv, embeddings and plots")
+
+
+def _figures(out_dir: Path, method: str, embeddings: dict, labels: Any, classes: list[str],
+             rows: list[list[Any]], area_rows: list[list[Any]]) -> None:
+    from kdlens.report.figures.embed import plot_class_area_boxplots, plot_embedding_grid, plot_ivis_loss
+
+    if all(e.shape[1] >= 2 for per in embeddings.values() for e in per.values()):
+        titles = {r[0]: {} for r in rows}
+        for r in rows:
+            titles[r[0]][r[1]] = f"{r[1]}: {r[2]}"
+        plot_embedding_grid(embeddings, labels, classes, titles=titles, path=out_dir / f"scatter_{method}.png")
+    if area_rows:
+        ratios: dict[str, dict[str, list[float]]] = {}
+        for run, point, _, ratio in area_rows:
+            ratios.setdefault(run, {}).setdefault(point, []).append(ratio)
+        plot_class_area_boxplots(ratios, path=out_dir / f"class_area_{method}.png")
+    if method == "ivis":
+        losses = {r[0]: {} for r in rows}
+        for r in rows:
+            losses[r[0]][r[1]] = r[11]
+        plot_ivis_loss(losses, path=out_dir / "ivis_loss.png")
