@@ -151,3 +151,19 @@ def test_student_auto_is_an_error():
     model = create_model("resnet8", 10)
     with pytest.raises(KdlensError, match="teacher's hint-point search"):
         resolve_layers("auto", model, torch.zeros(1, 3, 8, 8), "student")
+
+
+def test_cca_search_allows_dead_channels():
+    """Real teachers have dead ReLU channels: R²_CCA runs on each layer's column space
+    (eps=0) unless plain CCA is asked for, which then says why it cannot."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, in_channels=3)
+    with torch.no_grad():  # channel 0 of layer1.1 is always 0 after its ReLU
+        model.layer1[1].bn2.weight[0] = 0.0
+        model.layer1[1].bn2.bias[0] = -1e4
+    ds = load_dataset("synthetic", n=200, channels=3, size=12, num_classes=10)
+    res = find_hint_points(model, ds.images, None, k=3, metric="cca", n=200)
+    assert res.selection.k == 3 and res.extra["metric_options"] == {"eps": 0.0}
+    assert np.isfinite(res.similarity).all()
+    with pytest.raises(KdlensError, match="rank-deficient"):
+        find_hint_points(model, ds.images, None, k=3, metric="cca", n=200, metric_options={"eps": None})
