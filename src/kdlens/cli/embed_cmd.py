@@ -111,6 +111,8 @@ def embed(
         raise KdlensError(f"--k must be in 1..{(n - 1) // 2} for n = {n}; got {k}")
     configs = []
     for r in run:
+        if not (Path(r) / "config.yaml").is_file():
+            raise KdlensError(f"--run {r}: no such run directory (a run directory holds config.yaml and checkpoints/last.pt)")
         resolve_checkpoint(r)
         configs.append(RunDir(Path(r)).read_config())
     data_names = {dataset or c.get("data", {}).get("name") for c in configs}

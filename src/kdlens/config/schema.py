@@ -35,6 +35,9 @@ class DataConfig(Strict):
     )
     hflip: bool | None = Field(None, description="random horizontal flips (None: dataset default)")
     split_seed: int = Field(0, description="seed of every data split")
+    unlabeled_limit: int | None = Field(
+        None, gt=0, description="use at most this many unlabeled examples (random, seeded)"
+    )
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:
@@ -46,6 +49,7 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     name: str = Field("thesis_student", description="model name (kdlens models)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model kwargs")
+    init: str | None = Field(None, description="initialise from a run directory or checkpoint (fine-tuning)")
 
 
 class OptimConfig(Strict):

@@ -84,6 +84,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
             labels[pool], cfg.budget, fold=cfg.fold, n_folds=cfg.n_folds, seed=cfg.split_seed
         )
         pool, unlabeled = pool[lab], pool[unl]
+        if cfg.unlabeled_limit is not None and cfg.unlabeled_limit < len(unlabeled):
+            rng = np.random.default_rng(cfg.split_seed + 7919 * cfg.fold)
+            unlabeled = np.sort(rng.choice(unlabeled, cfg.unlabeled_limit, replace=False))
         splits["unlabeled"] = unlabeled
     if cfg.remove_classes:
         bad = [c for c in cfg.remove_classes if not 0 <= c < train.num_classes]

@@ -12,6 +12,7 @@ from kdlens.store import RunDir, RunIndex, config_hash
 from kdlens.train.data_setup import InMemorySource, prepare_data
 from kdlens.train.loop import SupervisedLoop
 from kdlens.train.model_setup import model_for_data
+from kdlens.train.teacher import init_from
 from kdlens.train.trainer import Trainer, resolve_device
 
 
@@ -85,6 +86,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, progress: bool = True) 
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
         model = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
+        if cfg.model.init:
+            init_from(model, cfg.model.init, data.train)
         source = InMemorySource(
             data.train.images, data.train.labels, data.train_indices, cfg.batch_size, data.augment, device
         )

@@ -82,3 +82,12 @@ def load_state_checked(model: nn.Module, state: dict, what: str) -> None:
             lines.append("  shape mismatches: " + "; ".join(shape[:6]))
         raise KdlensError("\n".join(lines))
     model.load_state_dict(state)
+
+
+def init_from(model: nn.Module, ref: str, data: Dataset) -> None:
+    """Initialise ``model`` in place from a run directory or checkpoint (fine-tuning)."""
+    ckpt, _, _ = resolve_checkpoint(ref)
+    state = safe_torch_load(ckpt)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    check_class_count(model, state, data, type(model).__name__)
+    load_state_checked(model, state, f"init weights from {ckpt}")

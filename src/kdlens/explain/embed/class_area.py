@@ -17,6 +17,12 @@ tight cluster has a small ratio; a class spread over the whole map has a ratio n
 is possible when the class spreads over regions of low overall density). Lee & Wallraven find
 the ratios smaller after distillation, i.e. more compact classes.
 
+The ratio is a relative measure, for comparing layers and models embedded from the same data,
+not the fraction of the map a class covers: with Scott's rule the bandwidth of the all-points
+KDE is set by the spread of the whole embedding, so for well-separated clusters the all-points
+region also fills the gaps between them and every class's ratio falls well below its share of
+the points (four separated equal clusters: ≈ 0.03 each, not 0.25).
+
 A class with fewer than 3 points, or whose points are collinear (singular covariance), has no
 KDE: its ratio is NaN and it is left out of the mean.
 """

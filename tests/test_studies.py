@@ -1,0 +1,42 @@
+import pytest
+
+from kdlens.config import TrainConfig, validate
+from kdlens.studies.kd_vs_alone import kd_vs_alone_table, run_kd_vs_alone
+from kdlens.studies.limited_label import labeled_epochs, limited_label_table, run_limited_label_study
+from kdlens.studies.summary import fmt_mean_std, mean_std
+from kdlens.store import RunIndex
+from kdlens.train.run import run_training
+
+
+def test_mean_std_is_sample_std():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert fmt_mean_std([1.0, 3.0]) == "2.00 ± 1.41"
+
+
+def test_labeled_epochs_rule():
+    assert [labeled_epochs(b) for b in (100, 500, 1000, 5000)] == [200, 40, 20, 10]
+
+
+def test_limited_label_study_is_resumable(tmp_path):
+    kw = dict(dataset="digits", budgets=[20], folds=2, teacher="baseline_student", student="baseline_student",
+              student_epochs=1, unlabeled_limit=300, labeled_epochs_override=2, out=str(tmp_path))
+    rows = run_limited_label_study(**kw)
+    assert [(r["budget"], r["fold"]) for r in rows] == [(20, 0), (20, 1)]
+    assert all(0 <= r[k] <= 100 for r in rows for k in ("teacher", "undistilled", "distilled"))
+    n_runs = len(RunIndex(tmp_path).list("done"))
+    assert n_runs == 6
+    again = run_limited_label_study(**kw)  # everything done: same numbers, no new runs
+    assert again == rows and len(RunIndex(tmp_path).list()) == n_runs
+    table = limited_label_table(rows)
+    assert table.count("\n") == 2 and "| 20 |" in table
+
+
+def test_kd_vs_alone(tmp_path):
+    teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
+                                                  "epochs": 2, "out": str(tmp_path), "name": "t"}), progress=False)
+    rows = run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", seeds=[0, 1], epochs=1, out=str(tmp_path / "s"))
+    assert len(rows) == 2
+    strip = lambda r: {k: v for k, v in r.items() if k != "seed"}  # noqa: E731
+    assert strip(rows[0]) != strip(rows[1])  # different seeds, different runs
+    assert "| kd |" in kd_vs_alone_table(rows)
