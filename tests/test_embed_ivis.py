@@ -1,0 +1,151 @@
+"""Ivis estimator: API, determinism, triplets, losses, supervision, early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kdlens.errors import KdlensError
+from kdlens.explain.embed import Ivis, PrecomputedKNN, nearest_neighbors, pn_triplet_loss, triplet_loss
+from kdlens.explain.embed.ivis import IvisNetwork, NETWORKS
+
+
+def blobs(n=240, d=12, centers=3, seed=0, spread=0.3):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(scale=4.0, size=(centers, d))
+    y = np.arange(n) % centers
+    return (c[y] + spread * rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def fast(**kw):
+    return Ivis(**{"k": 15, "epochs": 8, "patience": 8, **kw})
+
+
+def test_fit_transform_shapes_and_attributes():
+    x, _ = blobs()
+    model = fast(n_components=3)
+    emb = model.fit_transform(x)
+    assert emb.shape == (240, 3) and emb.dtype == np.float32
+    assert model.embedding_ is emb
+    assert model.n_epochs_ == len(model.history_) <= 8
+    assert model.loss_ == pytest.approx(min(model.history_))
+    assert model.neighbors_.shape == (240, 15)
+    assert model.transform(x[:5]).shape == (5, 3)
+    # hyper-parameters are kept verbatim
+    assert model.get_params()["k"] == 15 and model.n_components == 3
+
+
+def test_same_seed_same_neighbours_same_embedding():
+    x, _ = blobs()
+    a = fast(seed=3).fit(x)
+    b = fast(seed=3, knn=PrecomputedKNN(a.neighbors_)).fit(x)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    assert a.history_ == b.history_
+    c = fast(seed=4, knn=PrecomputedKNN(a.neighbors_)).fit(x)
+    assert not np.array_equal(a.embedding_, c.embedding_)
+
+
+def test_global_rng_untouched():
+    x, _ = blobs(n=60)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fast(k=5, epochs=2).fit(x)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_separates_clusters():
+    x, y = blobs()
+    emb = fast(epochs=15, patience=15).fit_transform(x)
+    cent = np.stack([emb[y == c].mean(0) for c in range(3)])
+    within = np.mean([np.linalg.norm(emb[y == c] - cent[c], axis=1).mean() for c in range(3)])
+    between = min(np.linalg.norm(cent[i] - cent[j]) for i in range(3) for j in range(i + 1, 3))
+    assert between > 2 * within
+
+
+def test_random_negatives_are_never_neighbours():
+    x, _ = blobs(n=100)
+    model = fast(k=20)
+    nbrs = torch.from_numpy(nearest_neighbors(x, 20, "exact").indices)
+    anchors, pos, neg = model._sample_epoch(nbrs, torch.Generator().manual_seed(0))
+    assert sorted(anchors.tolist()) == list(range(100))  # every point once per epoch
+    rows = nbrs[anchors]
+    assert (rows == pos[:, None]).any(1).all()
+    assert not (rows == neg[:, None]).any(1).any()
+    assert not (neg == anchors).any()
+
+
+def test_closest_furthest_triplets():
+    x, _ = blobs(n=100)
+    model = fast(k=20, triplets="closest-furthest")
+    nbrs = torch.from_numpy(nearest_neighbors(x, 20, "exact").indices)
+    anchors, pos, neg = model._sample_epoch(nbrs, torch.Generator().manual_seed(0))
+    assert torch.equal(pos, nbrs[anchors, 0]) and torch.equal(neg, nbrs[anchors, 19])
+    assert model.fit(x).loss_ >= 0
+
+
+def test_losses_by_hand():
+    a = torch.tensor([[0.0, 0.0]])
+    p = torch.tensor([[1.0, 0.0]])
+    n = torch.tensor([[1.0, 0.5]])  # d(a,p)=1, d(a,n)=1.118, d(p,n)=0.5
+    assert triplet_loss(a, p, n, 1.0).item() == pytest.approx(1 - 1.118034 + 1, abs=1e-5)
+    assert pn_triplet_loss(a, p, n, 1.0).item() == pytest.approx(1 - 0.5 + 1, abs=1e-5)
+    far = torch.tensor([[10.0, 0.0]])
+    assert pn_triplet_loss(a, p, far, 1.0).item() == 0.0
+
+
+def test_plain_triplet_option_and_large_network():
+    x, _ = blobs(n=80, d=6)
+    m = Ivis(k=10, epochs=2, loss="triplet", network="maaten").fit(x)
+    widths = [l.out_features for l in m.network_.body if isinstance(l, torch.nn.Linear)]
+    assert widths == list(NETWORKS["maaten"])
+
+
+def test_network_structure_and_lecun_init():
+    torch.manual_seed(0)
+    net = IvisNetwork(400, (128, 128, 128), 2, 0.1)
+    kinds = [type(m).__name__ for m in net.body]
+    assert kinds == ["Linear", "SELU", "AlphaDropout"] * 3
+    w = net.body[0].weight
+    assert w.std().item() == pytest.approx((1 / 400) ** 0.5, rel=0.05)
+    assert w.abs().max().item() <= 2 * (1 / 400) ** 0.5 / 0.8796 + 1e-6
+
+
+def test_early_stopping_with_patience():
+    x, _ = blobs(n=60)
+    m = Ivis(k=5, epochs=200, patience=2, min_delta=10.0).fit(x)  # no epoch can improve by 10
+    assert m.n_epochs_ == 3
+
+
+def test_supervised_head_ignores_minus_one():
+    x, y = blobs(n=150)
+    y_semi = y.copy()
+    y_semi[::2] = -1
+    m = fast(supervision_weight=0.8, epochs=10, patience=10).fit(x, y_semi)
+    acc = (m.predict(x) == y).mean()
+    assert acc > 0.9
+    with pytest.raises(KdlensError, match="all labels are −1"):
+        fast().fit(x, np.full(150, -1))
+
+
+def test_errors_are_readable():
+    x, _ = blobs(n=50)
+    with pytest.raises(KdlensError, match="triplet sampling"):
+        Ivis(triplets="hardest").fit(x)
+    with pytest.raises(KdlensError, match="Ivis network"):
+        Ivis(network="huge").fit(x)
+    with pytest.raises(KdlensError, match="not fitted"):
+        Ivis().transform(x)
+    with pytest.raises(KdlensError, match="2-D array"):
+        Ivis().fit(x[0])
+    m = fast(epochs=1).fit(x)
+    with pytest.raises(KdlensError, match="fitted on 12 features"):
+        m.transform(x[:, :3])
+
+
+def test_k_clipped_on_tiny_data():
+    x, _ = blobs(n=20)
+    with pytest.warns(UserWarning, match="using k = 18"):
+        m = Ivis(epochs=1).fit(x)
+    assert m.k_ == 18
