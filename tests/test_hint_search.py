@@ -15,6 +15,7 @@ from kdlens.data import load_dataset
 from kdlens.errors import KdlensError
 from kdlens.explain.hint_search import (
     HintSearchResult,
+    auto_hint_layers,
     find_hint_points,
     format_members,
     sample_indices,
@@ -123,7 +124,7 @@ def test_distill_hints_auto_searches_then_reuses(teacher_run, tmp_path):
         })
 
     # auto:2 — no saved search for k = 2: runs one and saves it under OUT/cache/hint-search
-    first = run_distillation(cfg("auto:2", "a"), progress=False)
+    first = run_distillation(cfg("auto:2", "a"), progress=False, hint_search=auto_hint_layers)
     saved = list((tmp_path / "runs" / "cache" / "hint-search").glob("hints-*.json"))
     assert len(saved) == 1
     d = json.loads(saved[0].read_text())
@@ -139,7 +140,7 @@ def test_distill_hints_auto_searches_then_reuses(teacher_run, tmp_path):
     # mark the saved file: a reuse must return these (reversed) points
     cli["selection"].update(indices=[2, 1, 0], indices_1based=[3, 2, 1])
     (teacher_run / "hints" / "hints.json").write_text(json.dumps(cli))
-    second = run_distillation(cfg("auto", "b"), progress=False)
+    second = run_distillation(cfg("auto", "b"), progress=False, hint_search=auto_hint_layers)
     assert second.metrics["hint_layers"]["teacher"] == ["layer3.0", "layer2.0", "layer1.0"]
     assert len(list((tmp_path / "runs" / "cache" / "hint-search").glob("hints-*.json"))) == 1
     assert second.metrics["final_acc"] is not None

@@ -52,7 +52,9 @@ def distill(
     # hint lists stay strings here; the library parses "6,27,49" and names
     flags += [f"{k}='{v}'" for k, v in (("hints", hints), ("student_hints", student_hints)) if v is not None]
     cfg = load_config(DistillConfig, path, flags + overrides)
-    outcome = run_distillation(cfg, resume=resume, progress=not quiet)
+    from kdlens.explain.hint_search import auto_hint_layers
+
+    outcome = run_distillation(cfg, resume=resume, progress=not quiet, hint_search=auto_hint_layers)
     typer.echo(outcome.summary())
 
 

@@ -32,6 +32,7 @@ def run_tune(cfg: TuneConfig, progress: bool = True) -> dict[str, Any]:
         import optuna
     except ImportError:
         raise KdlensError("kdlens tune needs Optuna: pip install 'kdlens[tune]'") from None
+    from kdlens.explain.hint_search import auto_hint_layers
     from kdlens.train.distill_run import run_distillation
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,7 +49,7 @@ def run_tune(cfg: TuneConfig, progress: bool = True) -> dict[str, Any]:
     while len(done()) < cfg.trials:
         trial = study.ask()
         params = {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in cfg.space.items()}
-        outcome = run_distillation(trial_config(cfg, params, trial.number), progress=progress)
+        outcome = run_distillation(trial_config(cfg, params, trial.number), progress=progress, hint_search=auto_hint_layers)
         value = outcome.metrics.get("best_acc")
         if value is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

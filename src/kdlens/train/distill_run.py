@@ -37,7 +37,10 @@ def _cache_for(cfg: DistillConfig, data: PreparedData, teacher, teacher_hash: st
     )
 
 
-def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = True) -> RunOutcome:
+def run_distillation(
+    cfg: DistillConfig, resume: bool = False, progress: bool = True, hint_search=None
+) -> RunOutcome:
+    """Distill ``cfg.model`` from ``cfg.teacher``; ``hint_search`` resolves ``hints: auto``."""
     data = prepare_data(cfg.data)
     device = resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher.run, data.train, cfg.teacher.model, which=cfg.teacher.checkpoint)
@@ -56,7 +59,7 @@ def run_distillation(cfg: DistillConfig, resume: bool = False, progress: bool = 
     if needs_hints:
         t_layers = resolve_layers(
             cfg.hints, teacher.model, example, "teacher",
-            auto=lambda k: _auto_hint_layers(cfg, data, teacher.model, k, progress),
+            auto=lambda k: _auto_hint_layers(cfg, data, teacher.model, k, progress, hint_search),
         )
         s_layers = (
             resolve_layers(cfg.student_hints, student, example, "student")
@@ -135,12 +138,18 @@ def logit_warmup_epochs(method: str, epochs: int) -> int:
     return max(1, round(20 / 240 * epochs))
 
 
-def _auto_hint_layers(cfg: DistillConfig, data: PreparedData, teacher, k: int | None, progress: bool) -> list[str]:
-    """``hints: auto``: PURSUhInT search (cached) on the transfer set; explain sits above
-    train, so it is imported only here."""
-    from kdlens.explain.hint_search import auto_hint_layers
-
-    return auto_hint_layers(
+def _auto_hint_layers(
+    cfg: DistillConfig, data: PreparedData, teacher, k: int | None, progress: bool, hint_search
+) -> list[str]:
+    """``hints: auto``: PURSUhInT search (cached) on the transfer set.  The search lives in
+    ``explain``, a layer above ``train``, so callers inject it (the CLI and studies pass
+    :func:`kdlens.explain.hint_search.auto_hint_layers`)."""
+    if hint_search is None:
+        raise KdlensError(
+            "hints=auto needs the hint-point search: use `kdlens distill` or pass "
+            "hint_search=kdlens.explain.hint_search.auto_hint_layers to run_distillation"
+        )
+    return hint_search(
         teacher, data.train, pool=data.train_indices, k=k, cache_dir=f"{cfg.out}/cache/hint-search",
         teacher_ref=cfg.teacher.run, progress=progress,
     )

@@ -339,8 +339,11 @@ class SampleWeightedBatchNorm2d(nn.BatchNorm2d):
     def from_bn(cls, bn: nn.BatchNorm2d) -> SampleWeightedBatchNorm2d:
         new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
         state = bn.state_dict()
+        like = next((t for t in state.values() if t.is_floating_point()), None)
+        if like is not None:
+            new = new.to(device=like.device, dtype=like.dtype)
         new.load_state_dict(state)
-        return new.to(next(iter(state.values())).device) if state else new
+        return new
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.sample_weight
