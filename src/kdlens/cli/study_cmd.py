@@ -29,6 +29,7 @@ def limited_label(
     student_epochs: int = typer.Option(3, help="epochs over the unlabeled set for the distilled student"),
     unlabeled_limit: int = typer.Option(None, help="cap the unlabeled set (random, seeded)"),
     teacher_init: str = typer.Option(None, help="fine-tune the teacher from this run/checkpoint"),
+    teacher_cache: str = typer.Option("auto", help="teacher-output cache for the distilled student: auto | on | off"),
     out: str = typer.Option("runs/limited-label"),
     bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
 ) -> None:
@@ -36,7 +37,7 @@ def limited_label(
     from kdlens.studies.limited_label import limited_label_table, run_limited_label_study
 
     rows = run_limited_label_study(dataset, _ints(budgets), folds, teacher, student, student_epochs,
-                                   unlabeled_limit, teacher_init=teacher_init, out=out,
+                                   unlabeled_limit, teacher_init=teacher_init, teacher_cache=teacher_cache, out=out,
                                    extra={"bf16": bf16, "channels_last": bf16})
     typer.echo(limited_label_table(rows))
 

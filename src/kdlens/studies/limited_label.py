@@ -39,6 +39,7 @@ def run_limited_label_study(
     temperature: float = 4.0,
     teacher_init: str | None = None,
     labeled_epochs_override: int | None = None,
+    teacher_cache: str = "auto",
     out: str = "runs/limited-label",
     progress: bool = False,
     extra: dict[str, Any] | None = None,
@@ -50,16 +51,17 @@ def run_limited_label_study(
             data = {"name": dataset, "budget": budget, "n_folds": folds, "fold": fold,
                     "unlabeled_limit": unlabeled_limit}
             epochs = labeled_epochs_override or labeled_epochs(budget)
+            every = max(1, epochs // 10)  # ~10 test evaluations per labeled-set run
             t = run_training(validate(TrainConfig, {
                 **common, "model": {"name": teacher, "init": teacher_init}, "data": data, "epochs": epochs,
-                "name": f"teacher-b{budget}-f{fold}"}), progress=progress)
+                "eval_every": every, "name": f"teacher-b{budget}-f{fold}"}), progress=progress)
             ud = run_training(validate(TrainConfig, {
-                **common, "model": {"name": student}, "data": data, "epochs": epochs,
+                **common, "model": {"name": student}, "data": data, "epochs": epochs, "eval_every": every,
                 "name": f"ud-b{budget}-f{fold}"}), progress=progress)
             d = run_distillation(validate(DistillConfig, {
                 **common, "teacher": {"run": str(t.path)}, "model": {"name": student}, "data": data,
                 "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
-                "name": f"d-b{budget}-f{fold}"}), progress=progress)
+                "cache": teacher_cache, "name": f"d-b{budget}-f{fold}"}), progress=progress)
             rows.append({"budget": budget, "fold": fold, "teacher": t.metrics["final_acc"],
                          "undistilled": ud.metrics["final_acc"], "distilled": d.metrics["final_acc"]})
     Path(out).mkdir(parents=True, exist_ok=True)
