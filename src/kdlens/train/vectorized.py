@@ -888,10 +888,11 @@ class _Batcher:
     def prepare(self, x: Tensor) -> Tensor:
         return normalize(x, self.mean, self.std)
 
-    def total_steps(self, epochs: int) -> int:
+    def total_steps(self, epochs: int | Sequence[int]) -> int:
         if self.mode == "shared":
-            return epochs * int(self.steps_per_epoch)  # type: ignore[arg-type]
-        return epochs * max(self.steps_per_epoch)  # type: ignore[arg-type]
+            return int(epochs) * int(self.steps_per_epoch)  # type: ignore[arg-type,call-overload]
+        per = _per_student(epochs, len(self.indices))
+        return max(e * n for e, n in zip(per, self.steps_per_epoch))  # type: ignore[arg-type]
 
     def shared_epochs(self, epochs: int):
         """Yield ``(epoch, x, y, idx, w)`` with ``w`` = S×B allowed mask."""
@@ -902,10 +903,12 @@ class _Batcher:
                 w = self.allowed[:, idx].float()
                 yield epoch, self.prepare(x), y, idx, w
 
-    def own_epochs(self, epochs: int):
+    def own_epochs(self, epochs: int | Sequence[int]):
         """Yield ``(student_epochs, x S×B×…, y S×B, idx S×B, w S×B)``; each student runs its own
-        subset loader (per-epoch generator as the Trainer); finished students get weight 0."""
+        subset loader (per-epoch generator as the Trainer) for its own number of epochs;
+        finished students get weight 0."""
         s, b = len(self.indices), self.batch_size
+        per = _per_student(epochs, s)
         iters: list[Any] = [None] * s
         epoch_of = [0] * s
         done = [False] * s
@@ -926,7 +929,7 @@ class _Batcher:
                 batch = next(iters[i], None)
                 if batch is None:
                     epoch_of[i] += 1
-                    if epoch_of[i] >= epochs:
+                    if epoch_of[i] >= per[i]:
                         done[i] = True
                         continue
                     start(i)
@@ -939,6 +942,15 @@ class _Batcher:
             flat = idx.flatten()
             x = self.prepare(self.images.index_select(0, flat)).view(s, b, *self.images.shape[1:])
             yield list(epoch_of), x, self.labels[flat].view(s, b), idx, w
+
+
+def _per_student(epochs: int | Sequence[int], s: int) -> list[int]:
+    if isinstance(epochs, (int, np.integer)):
+        return [int(epochs)] * s
+    per = [int(e) for e in epochs]
+    if len(per) != s:
+        raise KdlensError(f"{len(per)} epoch counts for {s} students")
+    return per
 
 
 # ----------------------------------------------------------------------------------------------
@@ -955,7 +967,7 @@ def train_students(
     teacher_logits: Tensor | Sequence[Tensor] | None,
     *,
     test: Dataset | None = None,
-    epochs: int = 1,
+    epochs: int | Sequence[int] = 1,
     batch_size: int = 128,
     optim: OptimConfig | None = None,
     seed: int = 0,
@@ -979,7 +991,9 @@ def train_students(
             every student uses ``soft_source="ls"``.
         test: evaluated after the last epoch (accuracy and per-class accuracy).
         epochs, batch_size, optim: as for a Trainer (default optim: SGD lr 0.05, momentum 0.9,
-            weight decay 5e-4, constant schedule); ``seed`` fixes the batch order.
+            weight decay 5e-4, constant schedule); ``seed`` fixes the batch order. With
+            ``batches="own"``, ``epochs`` may be one count per student (over its own subset;
+            its learning-rate schedule then spans its own epochs).
         batches: ``"shared"`` (masks on one stream) or ``"own"`` (each student its subset loader).
         backend: ``"grouped"`` or ``"vmap"``.
         chunk_size: students per forward pass (``None``: all). Chunks share each batch and teacher
@@ -991,10 +1005,13 @@ def train_students(
     specs = list(specs)
     if not specs:
         raise KdlensError("no students to train")
-    if epochs < 1 or batch_size < 1:
-        raise KdlensError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     if batches not in ("shared", "own"):
         raise KdlensError(f"batches must be 'shared' or 'own', got {batches!r}")
+    if batches == "shared" and not isinstance(epochs, (int, np.integer)):
+        raise KdlensError("per-student epoch counts need batches='own'")
+    per_epochs = _per_student(epochs, len(specs))
+    if min(per_epochs) < 1 or batch_size < 1:
+        raise KdlensError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     n, k = len(train), train.num_classes
     t_stack = _teacher_stack(teacher_logits, n, k)
     num_teachers = 0 if t_stack is None else t_stack.shape[0]
@@ -1013,7 +1030,8 @@ def train_students(
         t_stack = t_stack.to(device)
     batcher = _Batcher(batches, train, allowed, batch_size, seed, device)
     weighted = masked_batch_norm and (batches == "own" or not bool(allowed.all()))
-    lrs = _epoch_lrs(optim, epochs)
+    lr_table = {e: _epoch_lrs(optim, e) for e in set(per_epochs)}
+    lrs = lr_table[per_epochs[0]]
     state = []
     for stack in stacks:
         ps = stack.parameters()
@@ -1031,9 +1049,11 @@ def train_students(
         nonlocal epoch_start
         now = time.perf_counter()
         mean = (loss_sum / loss_n.clamp_min(1)).tolist()
-        history.append({"epoch": epoch + 1, "lr": lrs[epoch], "train_loss": mean, "epoch_seconds": now - epoch_start})
+        history.append({"epoch": epoch + 1, "lr": lrs[min(epoch, len(lrs) - 1)], "train_loss": mean,
+                        "epoch_seconds": now - epoch_start})
         if progress:
-            print(f"epoch {epoch + 1}/{epochs}: mean loss {float(np.mean(mean)):.4f} ({now - epoch_start:.1f}s)", flush=True)
+            print(f"epoch {epoch + 1}/{max(per_epochs)}: mean loss {float(np.mean(mean)):.4f} "
+                  f"({now - epoch_start:.1f}s)", flush=True)
         loss_sum.zero_()
         loss_n.zero_()
         epoch_start = now
@@ -1066,7 +1086,7 @@ def train_students(
             if batches == "shared":
                 lr: float | Tensor = lrs[ep]
             else:
-                lr_list = [lrs[min(ep[i], epochs - 1)] for i in range(a, e)]
+                lr_list = [lr_table[per_epochs[i]][min(ep[i], per_epochs[i] - 1)] for i in range(a, e)]
                 lr = lr_list[0] if len(set(lr_list)) == 1 else torch.tensor(lr_list, device=device)
             sgd_step_(params, grads, bufs, started, active, lr, optim.momentum, optim.weight_decay,
                       optim.nesterov and optim.momentum > 0)
@@ -1074,10 +1094,7 @@ def train_students(
             steps[a:e] += act.long()
             loss_sum[a:e] += torch.where(act, per_student.detach().cpu().double(), 0.0)
             loss_n[a:e] += act.double()
-    if batches == "shared":
-        close_epoch(current_epoch)
-    else:
-        close_epoch(epochs - 1)
+    close_epoch(current_epoch if batches == "shared" else max(per_epochs) - 1)
     seconds = time.perf_counter() - start
 
     acc = np.full(len(specs), np.nan)
