@@ -76,12 +76,18 @@ def _sq_dists(q: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor, offset: int)
     return d
 
 
-def _ranks_of(d: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Rank (nearest other point = 1) of the points ``cols`` (c × m) in each row's distances ``d``.
+def _sorted_knn(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each row's distances sorted ascending, indices of its k nearest other points).
 
-    Rank = number of points strictly closer, the point itself (distance −1) included."""
-    target = d.gather(1, cols)  # c × m
-    return (d.unsqueeze(1) < target.unsqueeze(2)).sum(2)
+    The point itself has distance −1, so it sorts first and is skipped."""
+    values, order = torch.sort(d, dim=1)
+    return values, order[:, 1 : k + 1]
+
+
+def _ranks_of(d: torch.Tensor, d_sorted: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Rank (nearest other point = 1) of the points ``cols`` (c × m) in each row of ``d``:
+    the number of points strictly closer, the point itself (distance −1) included."""
+    return torch.searchsorted(d_sorted, d.gather(1, cols).contiguous(), side="left")
 
 
 def _knn(d: torch.Tensor, k: int) -> torch.Tensor:
@@ -92,8 +98,8 @@ def _knn(d: torch.Tensor, k: int) -> torch.Tensor:
 def _scan(xh: np.ndarray, lows: Mapping[str, np.ndarray], k: int) -> dict[str, dict[str, float]]:
     """One pass over chunks of rows: T, C and kNN preservation of every embedding in ``lows``."""
     n = xh.shape[0]
-    # chunk size: the rank counting holds c × k × n booleans
-    spans, rows = _chunks(n, n * (k + 1))
+    # a chunk holds a few c × n float/int64 blocks (distances, sorted values, sort order)
+    spans, rows = _chunks(n, 4 * n)
     X = torch.from_numpy(xh)
     X_sq = (X * X).sum(1)
     Ys = {name: torch.from_numpy(y) for name, y in lows.items()}
@@ -103,14 +109,14 @@ def _scan(xh: np.ndarray, lows: Mapping[str, np.ndarray], k: int) -> dict[str, d
         for start in spans:
             stop = min(start + rows, n)
             dx = _sq_dists(X[start:stop], X, X_sq, start)
-            nx = _knn(dx, k)
+            sx, nx = _sorted_knn(dx, k)
             for name, Y in Ys.items():
                 dy = _sq_dists(Y[start:stop], Y, Y_sq[name], start)
-                ny = _knn(dy, k)
+                sy, ny = _sorted_knn(dy, k)
                 in_x = (ny.unsqueeze(2) == nx.unsqueeze(1)).any(2)  # low neighbours also high neighbours
                 in_y = (nx.unsqueeze(2) == ny.unsqueeze(1)).any(2)
-                rx = _ranks_of(dx, ny)
-                ry = _ranks_of(dy, nx)
+                rx = _ranks_of(dx, sx, ny)
+                ry = _ranks_of(dy, sy, nx)
                 acc[name]["t"] += float(((rx - k).clamp_min(0) * (~in_x)).sum())
                 acc[name]["c"] += float(((ry - k).clamp_min(0) * (~in_y)).sum())
                 acc[name]["p"] += int(in_x.sum())
