@@ -1,0 +1,453 @@
+"""``kdlens softlabels …``: soft-label diagnostics of trained teachers (Vats 2021).
+
+Commands: ``entropy``, ``missing-class``, ``transfer-set``, ``projection``. Each takes one or
+more ``--teacher`` (a run directory or a checkpoint file; ``--teacher-model`` names the
+architecture of bare files), a dataset, and an output folder where it writes a figure (PNG),
+a tidy CSV and a JSON summary. Everything given is checked first — numbers, temperatures
+(> 0), class ids, teachers, dataset — and a mistake prints one message and exits 2 with
+nothing written. Students of the experiments are trained together
+(:mod:`kdlens.train.vectorized`); the teacher's logits are computed once per command.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from kdlens.cli.errors import user_errors_exit_2
+from kdlens.errors import KdlensError
+
+softlabels_app = typer.Typer(
+    no_args_is_help=True,
+    help="Soft-label diagnostics (Vats 2021): entropy vs T, missing-class test, entropy-ranked "
+    "transfer sets, penultimate-layer projection.",
+)
+
+THESIS_T = "3,6,9,12,15,18,20"
+
+
+# ----------------------------------------------------------------------------------------------
+# parsing and checking (no side effects)
+# ----------------------------------------------------------------------------------------------
+def _numbers(text: str | None, what: str, kind: type = float) -> list[Any]:
+    if text is None or not str(text).strip():
+        return []
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(kind(part))
+        except ValueError:
+            raise KdlensError(f"{what}: {part!r} is not {'an integer' if kind is int else 'a number'} "
+                              f"(give a comma-separated list, e.g. {'0,1,2' if kind is int else '3,6,9'})") from None
+    return out
+
+
+def _temperatures(text: str, what: str = "--temperatures") -> list[float]:
+    from kdlens.explain.softlabels import check_temperatures
+
+    ts = _numbers(text, what)
+    try:
+        return list(check_temperatures(ts))
+    except KdlensError as exc:
+        raise KdlensError(f"{what}: {exc}") from None
+
+
+def _classes(text: str | None, data_classes: list[str], what: str = "--classes") -> list[int] | None:
+    ids = _numbers(text, what, int)
+    if not ids:
+        return None
+    k = len(data_classes)
+    bad = [c for c in ids if not 0 <= c < k]
+    if bad:
+        listing = ", ".join(f"{i}={n}" for i, n in enumerate(data_classes))
+        raise KdlensError(f"{what}: unknown class id(s) {bad}; allowed 0..{k - 1} ({listing})")
+    if len(set(ids)) != len(ids):
+        raise KdlensError(f"{what}: repeated class ids in {ids}")
+    return ids
+
+
+def _alphas(text: str | None) -> list[float]:
+    alphas = _numbers(text, "--ls-alphas")
+    bad = [a for a in alphas if not 0.0 <= a <= 1.0]
+    if bad:
+        raise KdlensError(f"--ls-alphas: α_LS must lie in [0, 1], got {bad}")
+    return alphas
+
+
+def _positive(value: int | None, what: str) -> None:
+    if value is not None and value < 1:
+        raise KdlensError(f"{what} must be >= 1, got {value}")
+
+
+def _teacher_names(refs: list[str]) -> list[str]:
+    names: list[str] = []
+    for ref in refs:
+        p = Path(ref)
+        base = (p.name if p.is_dir() else p.stem) or "teacher"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+@dataclass
+class _Setup:
+    train: Any
+    test: Any
+    teachers: dict[str, Any]  # name -> nn.Module
+    device: Any
+
+
+def _setup(teacher: list[str] | None, teacher_model: str | None, dataset: str, root: str | None,
+           train_subset: int | None, seed: int, device: str, need_teacher: bool = True) -> _Setup:
+    """Load data and teachers; every failure is a KdlensError raised before anything is written."""
+    import torch
+
+    from kdlens.data import load_dataset
+    from kdlens.data.augment import normalize
+    from kdlens.train.teacher import load_teacher
+    from kdlens.train.trainer import resolve_device
+
+    refs = list(teacher or [])
+    if need_teacher and not refs:
+        raise KdlensError("give at least one --teacher (a run directory or a checkpoint file)")
+    _positive(train_subset, "--train-subset")
+    train = load_dataset(dataset, "train", root=root)
+    test = load_dataset(dataset, "test", root=root)
+    if train_subset is not None and train_subset < len(train):
+        idx = np.sort(np.random.default_rng(seed).choice(len(train), train_subset, replace=False))
+        train = train.subset(idx)
+    dev = resolve_device(device)
+    teachers = {}
+    for name, ref in zip(_teacher_names(refs), refs):
+        loaded = load_teacher(ref, train, teacher_model)
+        with torch.no_grad():
+            out = loaded.model(normalize(train.images[:2], train.mean, train.std))
+        if out.shape[1] != train.num_classes:
+            raise KdlensError(f"teacher {ref!r} has {out.shape[1]} outputs but {dataset!r} has {train.num_classes} classes")
+        teachers[name] = loaded.model.to(dev)
+    return _Setup(train, test, teachers, dev)
+
+
+def _settings(epochs: int, batch_size: int, lr: float, seed: int, chunk_size: int | None, backend: str,
+              device: Any, quiet: bool) -> Any:
+    from kdlens.config import OptimConfig
+    from kdlens.explain.softlabels import SweepSettings
+
+    _positive(epochs, "--epochs")
+    _positive(batch_size, "--batch-size")
+    _positive(chunk_size, "--chunk-size")
+    if not lr > 0:
+        raise KdlensError(f"--lr must be > 0, got {lr}")
+    if backend not in ("grouped", "vmap"):
+        raise KdlensError(f"--backend must be 'grouped' or 'vmap', got {backend!r}")
+    return SweepSettings(epochs=epochs, batch_size=batch_size, optim=OptimConfig(lr=lr, schedule="constant"),
+                         seed=seed, student_seed=seed, backend=backend, chunk_size=chunk_size,
+                         device=str(device), progress=not quiet)
+
+
+def _check_student(student: str) -> None:
+    from kdlens.errors import unknown_name
+    from kdlens.models import list_models
+
+    if student not in list_models():
+        raise unknown_name("model", student, list_models())
+
+
+# ----------------------------------------------------------------------------------------------
+# writing (only after every check passed)
+# ----------------------------------------------------------------------------------------------
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    from kdlens.store import atomic_write_text
+
+    header: list[str] = []
+    for row in rows:
+        header += [k for k in row if k not in header]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for row in rows:
+        cells = []
+        for key in header:
+            v = row.get(key)
+            cells.append("" if v is None else (f"{v:.6g}" if isinstance(v, float) else
+                                              (";".join(map(str, v)) if isinstance(v, list) else v)))
+        writer.writerow(cells)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from kdlens.store import atomic_write_text
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, (np.floating, np.integer)):
+            return o.item()
+        return str(o)
+
+    atomic_write_text(path, json.dumps(obj, indent=1, default=default, allow_nan=True))
+
+
+def _logits(setup: _Setup) -> dict[str, Any]:
+    from kdlens.explain.softlabels import teacher_logits
+
+    return {name: teacher_logits(model, setup.train, setup.device) for name, model in setup.teachers.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# common options
+# ----------------------------------------------------------------------------------------------
+TEACHER = typer.Option(None, "--teacher", help="teacher run directory or checkpoint file (repeatable)")
+TEACHER_MODEL = typer.Option(None, "--teacher-model", help="architecture of bare checkpoint files")
+DATASET = typer.Option("digits", help="dataset name (digits, fashion-mnist, mnist, cifar10, …)")
+ROOT = typer.Option(None, help="dataset root directory")
+OUT = typer.Option("softlabels", help="output folder for figures, CSV and JSON")
+DEVICE = typer.Option("auto", help="auto | cpu | cuda")
+TRAIN_SUBSET = typer.Option(None, "--train-subset", help="use N random training examples (seeded) as the transfer set")
+SEED = typer.Option(0, help="seed of the subset, the students' initialisation and the batch order")
+
+
+@softlabels_app.command("entropy")
+@user_errors_exit_2
+def entropy_cmd(
+    teacher: list[str] = TEACHER,
+    teacher_model: str = TEACHER_MODEL,
+    dataset: str = DATASET,
+    root: str = ROOT,
+    split: str = typer.Option("train", help="train | test: the examples whose soft labels are measured"),
+    temperatures: str = typer.Option(None, help="comma-separated T (default 1…20 with 3,6,…,18,20)"),
+    ls_alphas: str = typer.Option(None, "--ls-alphas", help="α_LS values for the label-smoothing curve (default 0…1)"),
+    label_t: float = typer.Option(1.0, "--label-T", help="temperature of the confidence/similarity label tables"),
+    examples: str = typer.Option(None, help="example indices for a soft-label table (default: first of each class)"),
+    out: str = OUT,
+    device: str = DEVICE,
+    train_subset: int = TRAIN_SUBSET,
+    seed: int = SEED,
+) -> None:
+    """Soft-label entropy vs temperature per teacher, and label smoothing's entropy vs α_LS."""
+    from kdlens.explain.softlabels import (
+        DEFAULT_LS_ALPHAS,
+        DEFAULT_TEMPERATURES,
+        entropy_by_temperature,
+        label_smoothing_entropy_curve,
+        label_variance,
+        soft_label_table,
+    )
+    from kdlens.report.figures.softlabels import plot_entropy_curves
+
+    ts = _temperatures(temperatures) if temperatures is not None else list(DEFAULT_TEMPERATURES)
+    alphas = _alphas(ls_alphas) if ls_alphas is not None else list(DEFAULT_LS_ALPHAS)
+    _temperatures(str(label_t), "--label-T")
+    if split not in ("train", "test"):
+        raise KdlensError(f"--split must be 'train' or 'test', got {split!r}")
+    chosen = _numbers(examples, "--examples", int)
+    setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
+    data = setup.train if split == "train" else setup.test
+    bad = [i for i in chosen if not 0 <= i < len(data)]
+    if bad:
+        raise KdlensError(f"--examples: indices {bad} out of range 0..{len(data) - 1} of the {split} split")
+    if not chosen:
+        labels = data.labels.numpy()
+        chosen = [int(np.flatnonzero(labels == c)[0]) for c in range(data.num_classes) if (labels == c).any()]
+    from kdlens.explain.softlabels import teacher_logits
+
+    tables, rows, var_rows, table_rows, summary = {}, [], [], [], {}
+    for name, model in setup.teachers.items():
+        z = teacher_logits(model, data, setup.device)
+        table = entropy_by_temperature(z, data.labels, ts, class_names=data.classes)
+        tables[name] = table
+        rows += table.rows(name)
+        var_rows += [{"teacher": name, **r} for r in label_variance(z, data.labels, label_t).rows(data.classes)]
+        table_rows += [{"teacher": name, **r} for r in soft_label_table(z, data.labels, chosen, [label_t], data.classes)]
+        summary[name] = {"temperatures": table.temperatures, "mean_entropy": table.mean,
+                         "per_class_entropy": table.per_class}
+    ls_curve = label_smoothing_entropy_curve(alphas, data.num_classes)
+    rows += [{"teacher": "label smoothing", "alpha_ls": a, "class": "all", "class_id": -1, "mean_entropy": float(h)}
+             for a, h in zip(alphas, ls_curve)]
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_entropy_curves(tables, alphas, data.num_classes, title=f"soft-label entropy ({dataset}, {split})",
+                        path=out_dir / "entropy.png")
+    _write_csv(out_dir / "entropy.csv", rows)
+    _write_csv(out_dir / "label_variance.csv", var_rows)
+    _write_csv(out_dir / "soft_label_table.csv", table_rows)
+    _write_json(out_dir / "entropy.json", {
+        "dataset": dataset, "split": split, "log_k": float(np.log(data.num_classes)), "teachers": summary,
+        "label_smoothing": {"alphas": alphas, "entropy": ls_curve}, "label_T": label_t, "examples": chosen,
+    })
+    typer.echo(f"wrote entropy.png, entropy.csv, label_variance.csv, soft_label_table.csv, entropy.json to {out_dir}")
+
+
+EPOCHS = typer.Option(2, help="student epochs")
+BATCH = typer.Option(128, "--batch-size")
+LR = typer.Option(0.05, help="student learning rate (SGD, momentum 0.9, wd 5e-4, constant)")
+CHUNK = typer.Option(None, "--chunk-size", help="students per forward pass (default: all)")
+BACKEND = typer.Option("grouped", help="grouped | vmap")
+STUDENT = typer.Option("thesis_student", help="student model")
+QUIET = typer.Option(False, "--quiet")
+
+
+@softlabels_app.command("missing-class")
+@user_errors_exit_2
+def missing_class_cmd(
+    teacher: list[str] = TEACHER,
+    teacher_model: str = TEACHER_MODEL,
+    dataset: str = DATASET,
+    root: str = ROOT,
+    student: str = STUDENT,
+    classes: str = typer.Option(None, help="classes to remove, one at a time (default: all)"),
+    temperatures: str = typer.Option(THESIS_T, help="distillation temperatures"),
+    ls_alphas: str = typer.Option(None, "--ls-alphas", help="α_LS of the label-smoothing control (e.g. 0.1,0.5)"),
+    epochs: int = EPOCHS,
+    batch_size: int = BATCH,
+    lr: float = LR,
+    chunk_size: int = CHUNK,
+    backend: str = BACKEND,
+    out: str = OUT,
+    device: str = DEVICE,
+    train_subset: int = TRAIN_SUBSET,
+    seed: int = SEED,
+    quiet: bool = QUIET,
+) -> None:
+    """Missing-class test: accuracy on a class removed from the transfer set, class × T per teacher."""
+    from kdlens.explain.softlabels import missing_class_test
+    from kdlens.report.figures.softlabels import plot_missing_class_heatmaps
+
+    ts = _temperatures(temperatures)
+    alphas = _alphas(ls_alphas)
+    _check_student(student)
+    setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
+    chosen = _classes(classes, setup.train.classes)
+    settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet)
+    result = missing_class_test(student, setup.train, setup.test, _logits(setup), chosen, ts, alphas, settings)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_missing_class_heatmaps(result, title=f"missing-class test ({dataset}, {student})",
+                                path=out_dir / "missing_class.png")
+    _write_csv(out_dir / "missing_class.csv", result.rows())
+    _write_json(out_dir / "missing_class.json", {"dataset": dataset, "student": student, "epochs": epochs, **result.to_dict()})
+    typer.echo(f"{len(result.rows())} students in {result.seconds:.1f}s; wrote missing_class.png/.csv/.json to {out_dir}")
+
+
+@softlabels_app.command("transfer-set")
+@user_errors_exit_2
+def transfer_set_cmd(
+    teacher: list[str] = TEACHER,
+    teacher_model: str = TEACHER_MODEL,
+    dataset: str = DATASET,
+    root: str = ROOT,
+    student: str = STUDENT,
+    ns: str = typer.Option("5,10,20,50,100,200,500,1000,2000", help="examples per class"),
+    temperature: float = typer.Option(9.0, "--T", help="temperature of the entropy ranking"),
+    distill_t: float = typer.Option(None, "--distill-T", help="distillation temperature (default: --T)"),
+    random_seeds: str = typer.Option("0", "--random-seeds", help="seeds of the random-N baseline ('' for none)"),
+    min_steps: int = typer.Option(0, "--min-steps", help="train small sets for at least this many steps"),
+    epochs: int = EPOCHS,
+    batch_size: int = BATCH,
+    lr: float = LR,
+    chunk_size: int = CHUNK,
+    backend: str = BACKEND,
+    out: str = OUT,
+    device: str = DEVICE,
+    train_subset: int = TRAIN_SUBSET,
+    seed: int = SEED,
+    quiet: bool = QUIET,
+) -> None:
+    """Entropy-ranked transfer sets: accuracy vs top-N per class, with a random-N baseline."""
+    from kdlens.explain.softlabels import entropy_ranked_transfer_sets
+    from kdlens.report.figures.softlabels import plot_image_grid, plot_transfer_set_curves
+
+    counts = _numbers(ns, "--ns", int)
+    if not counts or min(counts) < 1:
+        raise KdlensError(f"--ns: give positive examples-per-class counts, got {ns!r}")
+    (rank_t,) = _temperatures(str(temperature), "--T")
+    if distill_t is not None:
+        _temperatures(str(distill_t), "--distill-T")
+    seeds = _numbers(random_seeds, "--random-seeds", int)
+    if min_steps < 0:
+        raise KdlensError(f"--min-steps must be >= 0, got {min_steps}")
+    _check_student(student)
+    setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
+    smallest = int(setup.train.class_counts().min())
+    if max(counts) > smallest:
+        raise KdlensError(f"--ns: {max(counts)} examples per class asked, but the smallest class of the transfer set "
+                          f"has {smallest}; allowed: N <= {smallest}")
+    settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet)
+    result = entropy_ranked_transfer_sets(student, setup.train, setup.test, _logits(setup), counts, rank_t,
+                                          distill_t, seeds, min_steps, settings)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_transfer_set_curves(result, title=f"{dataset}, {student}", path=out_dir / "transfer_set.png")
+    for name, idx in result.top_examples.items():
+        plot_image_grid(setup.train.images, idx, setup.train.classes,
+                        title=f"highest-entropy examples at T = {rank_t:g} ({name})",
+                        path=out_dir / f"transfer_set_top_entropy_{name}.png")
+    _write_csv(out_dir / "transfer_set.csv", result.rows())
+    _write_json(out_dir / "transfer_set.json", {"dataset": dataset, "student": student, **result.to_dict()})
+    typer.echo(f"{len(result.rows())} students in {result.seconds:.1f}s; wrote transfer_set.png/.csv/.json to {out_dir}")
+
+
+@softlabels_app.command("projection")
+@user_errors_exit_2
+def projection_cmd(
+    teacher: list[str] = TEACHER,
+    teacher_model: str = TEACHER_MODEL,
+    dataset: str = DATASET,
+    root: str = ROOT,
+    classes: str = typer.Option("0,1,2", help="three class ids"),
+    split: str = typer.Option("test", help="train | test"),
+    max_per_class: int = typer.Option(300, "--max-per-class", help="examples per class to project"),
+    include_bias: bool = typer.Option(False, "--include-bias/--no-include-bias",
+                                      help="templates [w_k, b_k] and activations [x, 1]"),
+    out: str = OUT,
+    device: str = DEVICE,
+    seed: int = SEED,
+) -> None:
+    """Penultimate activations projected onto the plane of three class templates (Müller et al. 2019)."""
+    from kdlens.data.augment import normalize
+    from kdlens.explain.softlabels import TemplateProjection, penultimate_activations
+    from kdlens.report.figures.softlabels import plot_projections
+
+    if split not in ("train", "test"):
+        raise KdlensError(f"--split must be 'train' or 'test', got {split!r}")
+    _positive(max_per_class, "--max-per-class")
+    setup = _setup(teacher, teacher_model, dataset, root, None, seed, device)
+    data = setup.train if split == "train" else setup.test
+    chosen = _classes(classes, data.classes)
+    if chosen is None or len(chosen) != 3:
+        raise KdlensError(f"--classes: give exactly three distinct class ids, got {classes!r}")
+    labels = data.labels.numpy()
+    rng = np.random.default_rng(seed)
+    idx = np.sort(np.concatenate([
+        rng.permutation(np.flatnonzero(labels == c))[:max_per_class] for c in chosen
+    ]))
+    x = normalize(data.images[idx], data.mean, data.std).to(setup.device)
+    panels, rows, summary = {}, [], {}
+    for name, model in setup.teachers.items():
+        proj = TemplateProjection(chosen, include_bias=include_bias).fit(model)
+        coords = proj.transform(penultimate_activations(model, x))
+        panels[name] = (coords, labels[idx], proj.template_coords_)
+        rows += [{"teacher": name, "index": int(i), "class_id": int(labels[i]), "class": data.classes[labels[i]],
+                  "x": float(cx), "y": float(cy)} for i, (cx, cy) in zip(idx, coords)]
+        summary[name] = {"template_coords": proj.template_coords_}
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_projections(panels, chosen, data.classes, title=f"penultimate layer, templates of classes {chosen}",
+                     path=out_dir / "projection.png")
+    _write_csv(out_dir / "projection.csv", rows)
+    _write_json(out_dir / "projection.json", {"dataset": dataset, "split": split, "classes": chosen,
+                                              "class_names": [data.classes[c] for c in chosen],
+                                              "include_bias": include_bias, "teachers": summary})
+    typer.echo(f"wrote projection.png, projection.csv, projection.json to {out_dir}")
