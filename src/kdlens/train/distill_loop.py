@@ -14,7 +14,7 @@ from torch import nn
 from kdlens.distill import Objective
 from kdlens.distill.cache import TeacherOutputCache
 from kdlens.models import FeatureTaps
-from kdlens.train.loop import Batch, BatchSource, StepOutput
+from kdlens.train.loop import Batch, BatchSource, SourceLoop, StepOutput
 
 
 class LiveTeacher:
@@ -50,7 +50,7 @@ def _student_forward(model: nn.Module, x: torch.Tensor, names: Sequence[str]):
     return logits, [taps[n] for n in names]
 
 
-class DistillLoop:
+class DistillLoop(SourceLoop):
     """L = γ·CE + α·L_logit + β·Σ L_hint on each (augmented) batch of the transfer set."""
 
     def __init__(
@@ -65,6 +65,7 @@ class DistillLoop:
         self.source = source
         self.teacher = teacher
         self.objective = objective
+        self.extra_modules = (objective,)
         self.student_layers = list(student_layers)
         self.soft_only = soft_only  # transfer set without labels: CE term sees none
         self.logit_warmup_epochs = logit_warmup_epochs
@@ -75,12 +76,6 @@ class DistillLoop:
         if self.logit_warmup_epochs > 0:
             self.objective.alpha = self.base_alpha * min(1.0, (epoch + 1) / self.logit_warmup_epochs)
 
-    def num_batches(self) -> int:
-        return len(self.source)
-
-    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
-        return self.source.epoch(generator)
-
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         logits, s_feats = _student_forward(model, batch.x, self.student_layers)
         t_logits, t_feats = self.teacher(batch)
@@ -90,17 +85,9 @@ class DistillLoop:
         )
         return StepOutput(total, parts, logits, batch.y)
 
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.objective]
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
-class HintPretrainLoop:
+class HintPretrainLoop(SourceLoop):
     """Stage 1 of FitNet (and AB/FSP/FT initialisation): minimise the hint loss's
     pre-training objective on the transfer set before the main phase."""
 
@@ -108,13 +95,8 @@ class HintPretrainLoop:
         self.source = source
         self.teacher = teacher
         self.objective = objective
+        self.extra_modules = (objective,)
         self.student_layers = list(student_layers)
-
-    def num_batches(self) -> int:
-        return len(self.source)
-
-    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
-        return self.source.epoch(generator)
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         _, s_feats = _student_forward(model, batch.x, self.student_layers)
@@ -122,17 +104,9 @@ class HintPretrainLoop:
         loss = self.objective.pretrain_loss([f.float() for f in s_feats], t_feats, indices=batch.idx)
         return StepOutput(loss, {"pretrain": loss})
 
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.objective]
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
-class LimitedLabelLoop:
+class LimitedLabelLoop(SourceLoop):
     """Lee & Wallraven 2021 §3.1: cycles of a labeled batch (cross-entropy) followed by
     an unlabeled batch (KL between student and teacher at temperature T, × T²).
 
@@ -171,13 +145,5 @@ class LimitedLabelLoop:
         kd = self.kd_loss(logits.float(), t_logits)
         return StepOutput(kd, {"kd": kd})
 
-    def trainable_modules(self) -> list[nn.Module]:
-        return []
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 

@@ -59,12 +59,12 @@ class Loop(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class SupervisedLoop:
-    """Cross-entropy (optionally label-smoothed, Szegedy et al. 2016) on labeled batches."""
+class SourceLoop:
+    """Defaults shared by loops that draw their batches from one :class:`BatchSource`
+    and keep no state of their own beyond ``extra_modules``."""
 
-    def __init__(self, source: BatchSource, label_smoothing: float = 0.0) -> None:
-        self.source = source
-        self.label_smoothing = label_smoothing
+    source: BatchSource
+    extra_modules: tuple[nn.Module, ...] = ()
 
     def num_batches(self) -> int:
         return len(self.source)
@@ -72,16 +72,24 @@ class SupervisedLoop:
     def batches(self, generator: torch.Generator) -> Iterator[Batch]:
         return self.source.epoch(generator)
 
-    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
-        logits = model(batch.x)
-        ce = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.label_smoothing)
-        return StepOutput(loss=ce, parts={"ce": ce}, logits=logits, targets=batch.y)
-
     def trainable_modules(self) -> list[nn.Module]:
-        return []
+        return list(self.extra_modules)
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class SupervisedLoop(SourceLoop):
+    """Cross-entropy (optionally label-smoothed, Szegedy et al. 2016) on labeled batches."""
+
+    def __init__(self, source: BatchSource, label_smoothing: float = 0.0) -> None:
+        self.source = source
+        self.label_smoothing = label_smoothing
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        logits = model(batch.x)
+        ce = F.cross_entropy(logits.float(), batch.y, label_smoothing=self.label_smoothing)
+        return StepOutput(loss=ce, parts={"ce": ce}, logits=logits, targets=batch.y)
