@@ -60,3 +60,70 @@ def kd_vs_alone(
     rows = run_kd_vs_alone(teacher, dataset, student, method, _ints(seeds), epochs, out,
                            extra={"bf16": bf16, "channels_last": bf16})
     typer.echo(kd_vs_alone_table(rows, method))
+
+
+@study_app.command("run")
+@user_errors_exit_2
+def run(
+    file: str = typer.Argument(..., help="study YAML (examples/softlabel.yaml, hints.yaml, embedding.yaml)"),
+    scale: str = typer.Option(None, help="smoke | small | full (default: the file's default_scale)"),
+    workers: int = typer.Option(None, help="tasks at a time (default: CPU cores)"),
+    executor: str = typer.Option("local", help="local | ray"),
+    address: str = typer.Option(None, help="Ray cluster address (with --executor ray; default: a local instance)"),
+    out: str = typer.Option(None, help="study directory (default: the file's out/SCALE)"),
+    set_: list[str] = typer.Option(None, "--set", help="override a key of the study file, e.g. defaults.data.name=fashion-mnist"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed tasks again"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Run a study: expand its grid, skip tasks already done, run the rest (dependencies first)."""
+    from kdlens.studies.grid import load_study, run_study
+
+    study = load_study(file, scale, out, set_ or [])
+    summary = run_study(study, workers=workers, executor=executor, address=address,
+                        retry_failed=retry_failed, progress=not quiet)
+    typer.echo(
+        f"study {study.name} ({study.scale}): {summary.done}/{len(study.tasks)} done "
+        f"({summary.skipped} already done, {summary.ran} run now), {summary.failed} failed, "
+        f"{summary.blocked} blocked, {summary.seconds:.1f} s; {study.directory}"
+    )
+    if not summary.ok:
+        typer.echo(f"see `kdlens study status {file}" + (f" --scale {study.scale}" if scale else "") + "` for the reasons")
+        raise typer.Exit(code=1)
+
+
+@study_app.command("status")
+@user_errors_exit_2
+def status(
+    file: str = typer.Argument(..., help="study YAML or study directory"),
+    scale: str = typer.Option(None, help="smoke | small | full (with a YAML file)"),
+    out: str = typer.Option(None, help="study directory (default: the file's out/SCALE)"),
+    set_: list[str] = typer.Option(None, "--set", help="the same overrides as given to `study run`"),
+    all_: bool = typer.Option(False, "--all", help="list every task, not only the unfinished ones"),
+) -> None:
+    """Show a study's tasks: done / running / failed (with reasons) / blocked / pending."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from kdlens.studies.grid import load_study, open_study, status_rows
+
+    study = open_study(file) if Path(file).is_dir() else load_study(file, scale, out, set_ or [])
+    rows = status_rows(study)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    table = Table("task", "kind", "status", "acc", "seconds", "reason",
+                  title=f"study {study.name} ({study.scale}) · {study.directory}", title_justify="left")
+    colour = {"done": "green", "failed": "red", "blocked": "yellow", "running": "cyan"}
+    for r in rows:
+        if not all_ and r["status"] == "done":
+            continue
+        acc = "" if r["final_acc"] is None else f"{r['final_acc']:.2f}"
+        secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        st = r["status"]
+        table.add_row(escape(r["task"]), r["kind"], f"[{colour.get(st, 'white')}]{st}[/]", acc, secs, escape(r["reason"]))
+    console = Console()
+    console.print(table)
+    console.print(" · ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" · total {len(rows)}")
