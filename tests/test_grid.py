@@ -26,6 +26,10 @@ TINY = {
 }
 
 
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
 def write(tmp_path, doc, name="study.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -138,9 +142,9 @@ def test_run_skips_done_tasks_records_failures_and_resumes(tmp_path):
 
     # the CLI: run exits 1 with failures, status lists the reason
     result = CliRunner().invoke(app, ["study", "run", str(path), "--scale", "smoke", "--out", str(tmp_path / "s"), "--quiet"])
-    assert result.exit_code == 1 and "3/5 done (3 already done, 0 run now), 1 failed, 1 blocked" in result.output
+    assert result.exit_code == 1 and "3/5 done (3 already done, 0 run now), 1 failed, 1 blocked" in flat(result.output)
     result = CliRunner().invoke(app, ["study", "status", str(tmp_path / "s")])
-    assert result.exit_code == 0 and "TrainingDivergedError" in result.output and "blocked" in result.output
+    assert result.exit_code == 0 and "TrainingDivergedError" in flat(result.output) and "blocked" in flat(result.output)
 
 
 def test_cli_errors_exit_2(tmp_path):
@@ -151,8 +155,8 @@ def test_cli_errors_exit_2(tmp_path):
           a: {kind: train, grid: {seed: 0}}
     """))
     result = CliRunner().invoke(app, ["study", "run", str(bad)])
-    assert result.exit_code == 2 and "grid.seed: Input should be a valid list" in result.output
+    assert result.exit_code == 2 and "grid.seed: Input should be a valid list" in flat(result.output)
     result = CliRunner().invoke(app, ["study", "run", str(tmp_path / "missing.yaml")])
-    assert result.exit_code == 2 and "does not exist" in result.output
+    assert result.exit_code == 2 and "does not exist" in flat(result.output)
     result = CliRunner().invoke(app, ["study", "run", str(write(tmp_path, TINY)), "--executor", "dask"])
-    assert result.exit_code == 2 and "unknown executor" in result.output
+    assert result.exit_code == 2 and "unknown executor" in flat(result.output)
