@@ -88,6 +88,7 @@ def test_own_batches_reproduce_the_standard_distillation_trainer(digits):
 def test_removed_class_images_never_reach_the_student(digits):
     """Replacing the removed class's images by noise changes nothing (loss *and* batch norm)."""
     train, _, logits = digits
+    train, logits = train.subset(range(320)), logits[:320]
     spec = StudentSpec(seed=0, temperature=4.0, removed_classes=(3,))
     images = train.images.clone()
     three = train.labels == 3
