@@ -10,7 +10,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from kdlens.errors import KdlensError
+from kdlens.errors import KdlensError, TrainingDivergedError
 
 F = TypeVar("F", bound=Callable)
 _err = Console(stderr=True)
@@ -24,6 +24,9 @@ def user_errors_exit_2(func: F) -> F:
         except KdlensError as exc:
             _err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(code=exc.exit_code) from None
+        except TrainingDivergedError as exc:  # a run failure, not bad input: exit 1
+            _err.print(f"[bold red]run failed:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
 
