@@ -231,7 +231,7 @@ class _WeightedBatchNormFn(torch.autograd.Function):
         wn = w / n.unsqueeze(0).unsqueeze(-1)  # B×S×1×1
         a = -(coef * sum_g).unsqueeze(0).unsqueeze(-1) * wn  # B×S×C×1
         b = -(coef * rstd * rstd * sum_gxc).unsqueeze(0).unsqueeze(-1) * wn
-        dx = torch.addcmul(a, xc, b) + g * coef.unsqueeze(0).unsqueeze(-1)
+        dx = torch.addcmul(torch.addcmul(a, xc, b), g, coef.unsqueeze(0).unsqueeze(-1))
         d_gamma = sum_gxc * rstd
         return dx, None, None, None, d_gamma, sum_g
 
@@ -273,7 +273,9 @@ def weighted_batch_norm(
     # _WeightedBatchNormFn's closed-form backward
     xc = _Center.apply(x, mean)
     with torch.no_grad():
-        var = (xc.detach().square().sum(3) * wt.unsqueeze(2)).sum(0) / n_safe
+        # ‖x−μ‖² per sample and channel without a squared temporary (one pass)
+        sq = torch.linalg.vector_norm(xc.detach(), dim=3).square()
+        var = (sq * wt.unsqueeze(2)).sum(0) / n_safe
         var_norm = torch.where(has, var, torch.ones_like(var))
         rstd = torch.rsqrt(var_norm + eps)
     gamma = weight if weight is not None else torch.ones(s, c, dtype=x.dtype, device=x.device)
@@ -1036,9 +1038,10 @@ def train_students(
     for stack in stacks:
         ps = stack.parameters()
         state.append(([torch.zeros_like(p) for p in ps], torch.zeros(stack.num_students, dtype=torch.bool, device=device)))
-    steps = torch.zeros(len(specs), dtype=torch.long)
-    loss_sum = torch.zeros(len(specs), dtype=torch.float64)
-    loss_n = torch.zeros(len(specs), dtype=torch.float64)
+    # accumulators stay on the device: no host synchronisation per step
+    steps = torch.zeros(len(specs), dtype=torch.long, device=device)
+    loss_sum = torch.zeros(len(specs), dtype=torch.float64, device=device)
+    loss_n = torch.zeros(len(specs), dtype=torch.float64, device=device)
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     epoch_start = start
@@ -1090,10 +1093,11 @@ def train_students(
                 lr = lr_list[0] if len(set(lr_list)) == 1 else torch.tensor(lr_list, device=device)
             sgd_step_(params, grads, bufs, started, active, lr, optim.momentum, optim.weight_decay,
                       optim.nesterov and optim.momentum > 0)
-            act = active.cpu()
-            steps[a:e] += act.long()
-            loss_sum[a:e] += torch.where(act, per_student.detach().cpu().double(), 0.0)
-            loss_n[a:e] += act.double()
+            steps[a:e] += active.long()
+            loss_sum[a:e] += torch.where(active, per_student.detach().double(), 0.0)
+            loss_n[a:e] += active.double()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     close_epoch(current_epoch if batches == "shared" else max(per_epochs) - 1)
     seconds = time.perf_counter() - start
 
@@ -1101,12 +1105,14 @@ def train_students(
     cls_acc = np.full((len(specs), k), np.nan)
     if test is not None:
         for (a, e), stack in zip(bounds, stacks):
-            acc[a:e], cls_acc[a:e] = evaluate_stack(stack, test, device)
+            # a stack's activations are S times a model's: keep evaluation batches of about 1000 student-images × 2
+            eval_batch = max(batch_size, 2000 // stack.num_students)
+            acc[a:e], cls_acc[a:e] = evaluate_stack(stack, test, device, eval_batch)
     states = []
     if keep_states:
         for stack in stacks:
             states += [stack.student_state_dict(i) for i in range(stack.num_students)]
-    return StackResult(specs, acc, cls_acc, steps.numpy(), history, seconds, states)
+    return StackResult(specs, acc, cls_acc, steps.cpu().numpy(), history, seconds, states)
 
 
 @torch.no_grad()
@@ -1124,9 +1130,11 @@ def stack_logits(stack: StackedStudents, data: Dataset, device: torch.device | s
     return torch.cat(out, dim=1)
 
 
-def evaluate_stack(stack: StackedStudents, data: Dataset, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def evaluate_stack(
+    stack: StackedStudents, data: Dataset, device: torch.device | str = "cpu", batch_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """``(accuracy S, class_accuracy S×K)`` in % on ``data``."""
-    logits = stack_logits(stack, data, device)
+    logits = stack_logits(stack, data, device, batch_size)
     return accuracies(logits, data.labels, data.num_classes)
 
 
