@@ -27,7 +27,9 @@
 Grid values are scalars (set at the key's path) or *bundles*: a mapping of dotted paths
 set together, named by its ``label`` or by its value at the factor's own key
 (``data.budget: [{data.budget: 100, epochs: 200}, …]`` has levels 100, …).  ``each:
-[data.budget, data.fold]`` expands a group over the levels its needed groups have.
+[data.budget, data.fold]`` expands a group over the levels its needed groups have.  On a
+step, a dotted factor (a run's config path such as ``data.fold``) only selects which tasks it
+needs; an undotted one sets the step parameter of that name.
 
 Dependencies: a task of group G that ``needs`` group H depends on the tasks of H whose levels
 agree with its own on the factors they share (a student of fold 2 needs the teacher of
@@ -333,6 +335,8 @@ def expand(spec: StudySpec, scale: str, directory: Path, source: str | None = No
             cfg = copy.deepcopy(body)
             for lv in combo:
                 for path, value in lv.overrides:
+                    if group.kind not in RUN_KINDS and "." in path:
+                        continue  # a run's config path on a step: only selects the tasks it needs
                     cfg = set_path(cfg, path, value)
             needs: list[str] = []
             for need in group.needs:
@@ -457,7 +461,7 @@ def task_states(study: Study) -> list[TaskState]:
         row = rows.get(t.id)
         if row is None:
             st = TaskState(t, "pending")
-        elif row.config_hash != t.hash:
+        elif row.metrics.get("task_hash", row.config_hash) != t.hash:  # the row keeps its first hash
             st = TaskState(t, "stale", "its config changed since it ran", row.metrics.get("path"), row.metrics,
                            attempts=row.attempts)
         else:
@@ -592,6 +596,7 @@ def run_study(
                         continue  # the first student of a teacher builds the shared teacher-output cache
                     payload = _payload(study, t, states, threads)
                     index.start(t.id, t.kind, t.hash, payload["study_dir"])
+                    index.update_metrics(t.id, {"task_hash": t.hash})
                     st.status, st.reason, st.attempts = "running", None, st.attempts + 1
                     started[t.id] = time.time()
                     future = pool.submit(payload)
