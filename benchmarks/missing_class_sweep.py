@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--teacher-model", default="thesis_teacher_small")
     ap.add_argument("--teacher-epochs", type=int, default=1)
     ap.add_argument("--teacher-examples", type=int, default=10000)
+    ap.add_argument("--channels-last", action="store_true", help="channels-last activations in both paths")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -72,7 +73,8 @@ def main() -> None:
     optim = OptimConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="constant")
     evalset = EvalSet(test.images, test.labels, lambda x: normalize(x, train.mean, train.std))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}; "
-          f"transfer set {len(train)} images, test {len(test)}, epochs {args.epochs}, batch {args.batch_size}")
+          f"transfer set {len(train)} images, test {len(test)}, epochs {args.epochs}, batch {args.batch_size}, "
+          f"{'channels-last' if args.channels_last else 'NCHW'} fp32")
 
     # -- teacher, logits cached once -------------------------------------------------------------
     t0 = time.perf_counter()
@@ -102,7 +104,8 @@ def main() -> None:
     t0 = time.perf_counter()
     result = train_students("thesis_student", specs, train, logits, test=test, epochs=args.epochs,
                             batch_size=args.batch_size, optim=optim, seed=args.seed, backend=args.backend,
-                            chunk_size=args.chunk_size, device=device, keep_states=False)
+                            chunk_size=args.chunk_size, device=device, keep_states=False,
+                            channels_last=args.channels_last)
     vec_s = time.perf_counter() - t0
     print(f"vectorised: {len(specs)} students in {vec_s:.1f}s ({vec_s / len(specs):.2f}s per student; "
           f"chunks of {args.chunk_size}, backend {args.backend}, training {result.seconds:.1f}s + build/eval)")
@@ -119,10 +122,10 @@ def main() -> None:
                              BatchAugment(mean=train.mean, std=train.std), device)
         loop = DistillLoop(src, lambda batch: (cached[batch.idx], []), build_objective("kd", T=spec.temperature))
         trainer = Trainer(student, loop, optim, args.epochs, eval_set=evalset, seed=args.seed, device=device,
-                          progress=False)
+                          progress=False, channels_last=args.channels_last)
         trainer.fit()  # evaluates on the test set after the last epoch, like the vectorised path
         times.append(time.perf_counter() - t0)
-        pred = predict_logits(student, evalset, device).argmax(1)
+        pred = predict_logits(student, evalset, device, channels_last=args.channels_last).argmax(1)
         c = spec.removed_classes[0]
         accs.append(float((pred[test.labels == c] == c).float().mean() * 100))
     per = float(np.mean(times))

@@ -53,11 +53,13 @@ SPECS = [
 ]
 
 
-@pytest.mark.parametrize(("backend", "batches"), [("grouped", "shared"), ("grouped", "own"), ("vmap", "shared")])
-def test_stack_of_three_equals_three_single_runs(digits, backend, batches):
+@pytest.mark.parametrize(("backend", "batches", "channels_last"), [
+    ("grouped", "shared", False), ("grouped", "own", False), ("grouped", "shared", True), ("vmap", "shared", False),
+])
+def test_stack_of_three_equals_three_single_runs(digits, backend, batches, channels_last):
     train, test, logits = digits
     stacked = train_students("thesis_student", SPECS, train, logits, test=test, epochs=1, batch_size=64,
-                             optim=OPTIM, batches=batches, backend=backend)
+                             optim=OPTIM, batches=batches, backend=backend, channels_last=channels_last)
     for i, spec in enumerate(SPECS):
         model, info = train_single_student("thesis_student", spec, train, logits, test=test, epochs=1,
                                            batch_size=64, optim=OPTIM, batches=batches)

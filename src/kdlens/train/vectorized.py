@@ -125,8 +125,9 @@ __all__ = [
     "StudentSpec",
     "train_single_student",
     "train_students",
-    "weighted_batch_norm",
+    "reuse_cpu_memory",
     "sgd_step_",
+    "weighted_batch_norm",
 ]
 
 KD_ALPHA, KD_GAMMA = 0.9, 0.1  # kdlens's "kd" method weights (distill/methods.py)
@@ -199,23 +200,28 @@ class StudentSpec:
 # ----------------------------------------------------------------------------------------------
 # batch norm with per-sample weights
 # ----------------------------------------------------------------------------------------------
+def _sc(t: Tensor, dims: int) -> Tensor:
+    """An ``S×C`` tensor viewed as ``1×S×C×1×…`` to broadcast against ``B×S×C×spatial`` (``dims`` = x.dim())."""
+    return t.view(1, *t.shape, *([1] * (dims - 3)))
+
+
 class _WeightedBatchNormFn(torch.autograd.Function):
     """Weighted batch-norm normalisation ``y = (x−μ)·r·γ + β`` with a closed-form backward.
 
-    Shapes: ``x`` ``B×S×C×L``, ``w`` ``B×S×1×1``, ``n`` ``S×1``, ``mean``/``rstd``/``gamma``/
-    ``beta`` ``S×C``. With ``x̂ = (x−μ)·r`` and ``g`` the output gradient, summing over samples
-    and positions (masked samples included, they are normalised with the kept statistics):
-    ``dx = γ·r·(g − w·(Σg + x̂·Σ g·x̂)/n)``, ``dγ = Σ g·x̂``, ``dβ = Σ g``
-    (the derivative of μ and σ² = Σ w (x−μ)²/n with respect to ``x_i`` is ``w_i/n`` and
-    ``2 w_i (x_i−μ)/n``). Few passes over the activations, like native batch norm.
+    Shapes: ``xc = x−μ`` ``B×S×C×spatial…`` (any memory layout), ``w`` ``B×S×1×…``, ``n``
+    ``S×1``, ``rstd``/``gamma``/``beta`` ``S×C``. With ``x̂ = (x−μ)·r`` and ``g`` the output
+    gradient, summing over samples and positions (masked samples included: they are normalised
+    with the kept statistics): ``dx = γ·r·(g − w·(Σg + x̂·Σ g·x̂)/n)``, ``dγ = Σ g·x̂``,
+    ``dβ = Σ g`` (the derivatives of μ and σ² = Σ w (x−μ)²/n with respect to ``x_i`` are
+    ``w_i/n`` and ``2 w_i (x_i−μ)/n``). Few passes over the activations, like native batch norm.
     """
 
     generate_vmap_rule = True  # usable under torch.func.vmap (backend="vmap")
 
     @staticmethod
     def forward(xc: Tensor, w: Tensor, n: Tensor, rstd: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:  # type: ignore[override]
-        scale = (rstd * gamma).unsqueeze(0).unsqueeze(-1)
-        return torch.addcmul(beta.unsqueeze(0).unsqueeze(-1), xc, scale)
+        d = xc.dim()
+        return torch.addcmul(_sc(beta, d), xc, _sc(rstd * gamma, d))
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -225,15 +231,16 @@ class _WeightedBatchNormFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         xc, w, n, rstd, gamma = ctx.saved_tensors
-        sum_g = g.sum((0, 3))  # S×C
-        sum_gxc = (g * xc).sum((0, 3))  # S×C  (Σ g·x̂ = r·Σ g·xc)
+        d = xc.dim()
+        red = (0, *range(3, d))
+        sum_g = g.sum(red)  # S×C
+        sum_gxc = (g * xc).sum(red)  # S×C  (Σ g·x̂ = r·Σ g·xc)
         coef = rstd * gamma  # S×C
-        wn = w / n.unsqueeze(0).unsqueeze(-1)  # B×S×1×1
-        a = -(coef * sum_g).unsqueeze(0).unsqueeze(-1) * wn  # B×S×C×1
-        b = -(coef * rstd * rstd * sum_gxc).unsqueeze(0).unsqueeze(-1) * wn
-        dx = torch.addcmul(torch.addcmul(a, xc, b), g, coef.unsqueeze(0).unsqueeze(-1))
-        d_gamma = sum_gxc * rstd
-        return dx, None, None, None, d_gamma, sum_g
+        wn = w / n.view(1, -1, *([1] * (d - 2)))  # B×S×1×…
+        a = -_sc(coef * sum_g, d) * wn  # B×S×C×1…
+        b = -_sc(coef * rstd * rstd * sum_gxc, d) * wn
+        dx = torch.addcmul(torch.addcmul(a, xc, b), g, _sc(coef, d))
+        return dx, None, None, None, sum_gxc * rstd, sum_g
 
 
 def weighted_batch_norm(
@@ -248,8 +255,8 @@ def weighted_batch_norm(
 ) -> Tensor:
     """Training-mode batch norm of ``S`` students over their weighted samples.
 
-    ``x``: ``B×S×C×…`` (any spatial dims), ``w``: ``S×B`` non-negative sample weights,
-    ``running_*``/``weight``/``bias``: ``S×C`` (running statistics are updated in place).
+    ``x``: ``B×S×C×…`` (any spatial dims and memory layout), ``w``: ``S×B`` non-negative sample
+    weights, ``running_*``/``weight``/``bias``: ``S×C`` (running statistics updated in place).
     Per student and channel, with ``n = Σ_b w_b · (spatial size)``:
     ``μ = Σ w·x / n``, ``σ² = Σ w·(x−μ)² / n``, ``y = (x−μ)/√(σ²+ε)·γ + β``,
     running mean ← ``(1−m)·running + m·μ``, running var ← ``(1−m)·running + m·σ²·n/(n−1)``.
@@ -259,28 +266,30 @@ def weighted_batch_norm(
     its running statistics stay unchanged.
     """
     b, s, c = x.shape[:3]
-    shape_in = x.shape
-    x = x.reshape(b, s, c, -1)
-    spatial = x.shape[3]
+    d = x.dim()
+    spatial_dims = tuple(range(3, d))
+    spatial = math.prod(x.shape[3:])
     wt = w.to(x.dtype).t()  # B×S
     n = (wt.sum(0) * spatial).unsqueeze(1)  # S×1
     has = n > 0
     n_safe = torch.where(has, n, torch.ones_like(n))
-    w4 = wt.view(b, s, 1, 1)
+    w_b = wt.view(b, s, *([1] * (d - 2)))
     with torch.no_grad():
-        mean = (x.sum(3) * wt.unsqueeze(2)).sum(0) / n_safe  # S×C
+        per_sample = x.sum(spatial_dims) if spatial_dims else x  # B×S×C
+        mean = (per_sample * wt.unsqueeze(2)).sum(0) / n_safe  # S×C
     # x − μ with the gradient passed straight to x: μ's and σ²'s dependence on x is part of
     # _WeightedBatchNormFn's closed-form backward
     xc = _Center.apply(x, mean)
     with torch.no_grad():
         # ‖x−μ‖² per sample and channel without a squared temporary (one pass)
-        sq = torch.linalg.vector_norm(xc.detach(), dim=3).square()
+        xd = xc.detach()
+        sq = torch.linalg.vector_norm(xd, dim=spatial_dims).square() if spatial_dims else xd.square()
         var = (sq * wt.unsqueeze(2)).sum(0) / n_safe
         var_norm = torch.where(has, var, torch.ones_like(var))
         rstd = torch.rsqrt(var_norm + eps)
     gamma = weight if weight is not None else torch.ones(s, c, dtype=x.dtype, device=x.device)
     beta = bias if bias is not None else torch.zeros(s, c, dtype=x.dtype, device=x.device)
-    y = _WeightedBatchNormFn.apply(xc, w4, n_safe, rstd, gamma, beta)
+    y = _WeightedBatchNormFn.apply(xc, w_b, n_safe, rstd, gamma, beta)
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             unbiased = torch.where(n > 1, var * n / (n - 1).clamp_min(1), var)
@@ -288,7 +297,7 @@ def weighted_batch_norm(
             new_var = running_var * (1 - momentum) + unbiased * momentum
             running_mean.copy_(torch.where(has, new_mean, running_mean))
             running_var.copy_(torch.where(has, new_var, running_var))
-    return y.reshape(shape_in)
+    return y
 
 
 class _Center(torch.autograd.Function):
@@ -299,7 +308,7 @@ class _Center(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, mean: Tensor) -> Tensor:  # type: ignore[override]
-        return x - mean.view(1, *mean.shape, 1)
+        return x - _sc(mean, x.dim())
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -544,6 +553,8 @@ class StackedStudents:
             raise KdlensError("all students of a stack must have the same architecture")
         self.num_students = len(models)
         self.backend = backend
+        #: grouped backend: feed the stack channels-last tensors (oneDNN's preferred layout on CPUs)
+        self.channels_last = False
         self.template = copy.deepcopy(models[0]).cpu()
         self.ctx = _StackContext(self.num_students)
         self.training = True
@@ -595,6 +606,8 @@ class StackedStudents:
         if self.backend == "grouped":
             if per_student:
                 x = x.transpose(0, 1).flatten(1, 2)  # B×(S·C)×H×W
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             self.ctx.shared_input = None if per_student else x
             self.ctx.sample_weight = sample_weight if self.training else None
             try:
@@ -958,6 +971,50 @@ def _per_student(epochs: int | Sequence[int], s: int) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
+class reuse_cpu_memory:  # noqa: N801  (a context manager used like a function)
+    """Keep large CPU allocations on glibc's heap for the duration of a ``with`` block.
+
+    glibc's ``malloc`` serves blocks above its mmap threshold (adaptive, at most 32 MiB on
+    64-bit) with fresh ``mmap`` pages and unmaps them on ``free``, so every allocation of such a
+    tensor pays page faults on first touch. A stack's activations are ``S`` times a model's and
+    easily exceed 32 MiB (thesis student, batch 128, 10 students: 64 MiB per feature map);
+    measured here, copying one such tensor took 45 ms with fresh pages and 8 ms from the heap,
+    and the page faults made a stack slower per student than single models. Inside the block
+    ``mallopt(M_MMAP_MAX=0)`` serves them from the heap and ``M_TRIM_THRESHOLD`` keeps freed
+    memory for reuse; on exit the settings become those of a fully adapted glibc (mmap
+    threshold 32 MiB, trim threshold 64 MiB). A no-op where glibc's ``mallopt`` is missing.
+    Process-wide while active.
+    """
+
+    _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._mallopt = None
+
+    def __enter__(self) -> reuse_cpu_memory:
+        if not self.enabled:
+            return self
+        try:
+            import ctypes
+
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):
+            return self
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._mallopt = mallopt
+        mallopt(self._M_MMAP_MAX, 0)
+        mallopt(self._M_TRIM_THRESHOLD, 1 << 30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mallopt is not None:
+            self._mallopt(self._M_MMAP_MAX, 65536)
+            self._mallopt(self._M_MMAP_THRESHOLD, 32 << 20)
+            self._mallopt(self._M_TRIM_THRESHOLD, 64 << 20)
+            self._mallopt = None
+
+
 def _default_optim() -> OptimConfig:
     return OptimConfig(schedule="constant")
 
@@ -980,6 +1037,8 @@ def train_students(
     device: torch.device | str = "cpu",
     keep_states: bool = True,
     progress: bool = False,
+    heap_allocations: bool = True,
+    channels_last: bool = False,
 ) -> StackResult:
     """Train the students ``specs`` of architecture ``student`` together (see module docstring).
 
@@ -1001,8 +1060,40 @@ def train_students(
         chunk_size: students per forward pass (``None``: all). Chunks share each batch and teacher
             lookup; smaller chunks keep activations in cache on CPUs.
         masked_batch_norm: batch statistics over each student's kept samples only.
+        heap_allocations: on a CPU device, run inside :class:`reuse_cpu_memory` (large stacked
+            activations without page faults).
+        channels_last: grouped backend: channels-last activations.
     """
     device = torch.device(device) if isinstance(device, str) else device
+    with reuse_cpu_memory(heap_allocations and device.type == "cpu"):
+        return _train_students(
+            student, specs, train, teacher_logits, test=test, epochs=epochs, batch_size=batch_size,
+            optim=optim, seed=seed, batches=batches, backend=backend, chunk_size=chunk_size,
+            masked_batch_norm=masked_batch_norm, device=device, keep_states=keep_states, progress=progress,
+            channels_last=channels_last,
+        )
+
+
+def _train_students(
+    student: str | Callable[[int], nn.Module],
+    specs: Sequence[StudentSpec],
+    train: Dataset,
+    teacher_logits: Tensor | Sequence[Tensor] | None,
+    *,
+    test: Dataset | None,
+    epochs: int | Sequence[int],
+    batch_size: int,
+    optim: OptimConfig | None,
+    seed: int,
+    batches: str,
+    backend: str,
+    chunk_size: int | None,
+    masked_batch_norm: bool,
+    device: torch.device,
+    keep_states: bool,
+    progress: bool,
+    channels_last: bool,
+) -> StackResult:
     optim = optim or _default_optim()
     specs = list(specs)
     if not specs:
@@ -1026,6 +1117,8 @@ def train_students(
     models = _build_students(student, specs, train)
     probe = normalize(train.images[:4], train.mean, train.std)
     stacks = [StackedStudents(models[a:e], backend, example_input=probe).to(device).train() for a, e in bounds]
+    for stack in stacks:
+        stack.channels_last = channels_last
     del models
     targets = [_Targets(specs[a:e], k, device) for a, e in bounds]
     if t_stack is not None:
