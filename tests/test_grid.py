@@ -158,5 +158,20 @@ def test_cli_errors_exit_2(tmp_path):
     assert result.exit_code == 2 and "grid.seed: Input should be a valid list" in flat(result.output)
     result = CliRunner().invoke(app, ["study", "run", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "does not exist" in flat(result.output)
-    result = CliRunner().invoke(app, ["study", "run", str(write(tmp_path, TINY)), "--executor", "dask"])
+    args = ["study", "run", str(write(tmp_path, TINY)), "--out", str(tmp_path / "s")]
+    result = CliRunner().invoke(app, [*args, "--executor", "dask"])
     assert result.exit_code == 2 and "unknown executor" in flat(result.output)
+    assert not (tmp_path / "s").exists()  # nothing written before the error
+    result = CliRunner().invoke(app, [*args, "--address", "10.0.0.1:6379"])
+    assert result.exit_code == 2 and "--address is for --executor ray" in flat(result.output)
+
+
+def test_worker_processes_give_the_same_results(tmp_path):
+    path = write(tmp_path, TINY)
+    one = load_study(path, scale="smoke", out=tmp_path / "one")
+    two = load_study(path, scale="smoke", out=tmp_path / "two")
+    run_study(one, workers=1, progress=False)
+    summary = run_study(two, workers=2, progress=False)  # spawned processes, one torch thread each
+    assert summary.ok and summary.ran == 3
+    acc = lambda s: {r["task"]: r["final_acc"] for r in status_rows(s)}  # noqa: E731
+    assert acc(one) == acc(two) and None not in acc(one).values()

@@ -87,7 +87,7 @@ def run(
         f"{summary.blocked} blocked, {summary.seconds:.1f} s; {study.directory}"
     )
     if not summary.ok:
-        typer.echo(f"see `kdlens study status {file}" + (f" --scale {study.scale}" if scale else "") + "` for the reasons")
+        typer.echo(f"see `kdlens study status {study.directory}` for the reasons")
         raise typer.Exit(code=1)
 
 

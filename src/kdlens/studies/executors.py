@@ -205,13 +205,25 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(kind: str = "local", workers: int = 1, address: str | None = None, threads: int | None = None):
+def make_executor(kind: str = "local", workers: int = 1, address: str | None = None, threads: int | None = None,
+                  check_only: bool = False):
+    """The executor for ``kind``; ``check_only`` validates the choice (and that Ray is
+    installed) without starting anything."""
     if kind not in EXECUTORS:
         raise KdlensError(f"unknown executor {kind!r}; use one of {', '.join(EXECUTORS)}")
-    if kind == "ray":
-        return RayExecutor(address=address, workers=workers, threads=threads)
-    if address:
+    if address and kind != "ray":
         raise KdlensError("--address is for --executor ray")
+    if kind == "ray":
+        if check_only:
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise KdlensError("--executor ray needs Ray, which is not installed: pip install 'kdlens[ray]' "
+                                  "(or use --executor local)")
+            return None
+        return RayExecutor(address=address, workers=workers, threads=threads)
+    if check_only:
+        return None
     if workers <= 1:
         return _ThreadExecutor()
     return LocalExecutor(workers, threads)

@@ -535,6 +535,7 @@ def run_study(
         raise KdlensError(f"--workers must be ≥ 1; got {workers}")
     cores = os.cpu_count() or 1
     workers = workers or cores
+    make_executor(executor, workers=workers, address=address, check_only=True)
     study.directory.mkdir(parents=True, exist_ok=True)
     lock = study.directory / "study.lock"
     if runner_alive(study.directory) and int(lock.read_text().split()[0]) != os.getpid():
@@ -557,7 +558,7 @@ def run_study(
         elif st.status == "blocked":
             st.status = "pending"  # re-evaluated below against this session's outcomes
     threads = max(1, cores // workers) if workers > 1 or executor != "local" else None
-    pool = make_executor(executor, workers=workers, address=address, threads=threads)
+    pool: Any = None  # started at the first task to run: a finished study starts no worker
     inflight: dict[Any, str] = {}
     started: dict[str, float] = {}
     warming: set[tuple[str, tuple[str, ...]]] = set()
@@ -599,6 +600,8 @@ def run_study(
                     index.update_metrics(t.id, {"task_hash": t.hash})
                     st.status, st.reason, st.attempts = "running", None, st.attempts + 1
                     started[t.id] = time.time()
+                    if pool is None:
+                        pool = make_executor(executor, workers=workers, address=address, threads=threads)
                     future = pool.submit(payload)
                     inflight[future] = t.id
                     if t.kind == "distill":
@@ -632,7 +635,8 @@ def run_study(
                         emit("failed", st)
                 display.refresh()
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
         if lock.exists() and lock.read_text().split()[:1] == [str(os.getpid())]:
             lock.unlink()
     counts = {s: sum(1 for st in states.values() if st.status == s) for s in ("done", "failed", "blocked")}
