@@ -1,7 +1,7 @@
 """Fashion-MNIST missing-class sweep (Vats 2021 §4.4): vectorised vs one-by-one, in one process.
 
-10 removed classes × 7 temperatures (3, 6, 9, 12, 15, 18, 20) = 70 thesis students, fixed
-epochs, distilled from a ``thesis_teacher_small`` whose logits are computed **once** and shared
+10 removed classes × 7 temperatures (3, 6, 9, 12, 15, 18, 20) = 70 thesis students (or, with
+``--student baseline_student``, the thesis's linear baseline student), fixed epochs, distilled from a ``thesis_teacher_small`` whose logits are computed **once** and shared
 by both paths.
 
 * vectorised: :func:`kdlens.train.vectorized.train_students` — all 70 students in stacks of
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--test-subset", type=int, default=None, help="evaluate on N random test images (default all 10k)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--student", default="thesis_student", help="thesis_student (general CNN) or baseline_student (linear)")
     ap.add_argument("--chunk-size", type=int, default=10, help="students per stacked forward pass")
     ap.add_argument("--backend", default="grouped", choices=["grouped", "vmap"])
     ap.add_argument("--single-count", type=int, default=3, help="students run one-by-one (extrapolated)")
@@ -74,7 +75,7 @@ def main() -> None:
     evalset = EvalSet(test.images, test.labels, lambda x: normalize(x, train.mean, train.std))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}; "
           f"transfer set {len(train)} images, test {len(test)}, epochs {args.epochs}, batch {args.batch_size}, "
-          f"{'channels-last' if args.channels_last else 'NCHW'} fp32")
+          f"{'channels-last' if args.channels_last else 'NCHW'} fp32, student {args.student}")
 
     # -- teacher, logits cached once -------------------------------------------------------------
     t0 = time.perf_counter()
@@ -102,7 +103,7 @@ def main() -> None:
 
     # -- vectorised -------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    result = train_students("thesis_student", specs, train, logits, test=test, epochs=args.epochs,
+    result = train_students(args.student, specs, train, logits, test=test, epochs=args.epochs,
                             batch_size=args.batch_size, optim=optim, seed=args.seed, backend=args.backend,
                             chunk_size=args.chunk_size, device=device, keep_states=False,
                             channels_last=args.channels_last)
@@ -117,7 +118,7 @@ def main() -> None:
     for spec in single:
         t0 = time.perf_counter()
         keep = remove_classes(train.labels, spec.removed_classes)
-        student = model_for_data("thesis_student", train, spec.seed)
+        student = model_for_data(args.student, train, spec.seed)
         src = InMemorySource(train.images, train.labels, keep, args.batch_size,
                              BatchAugment(mean=train.mean, std=train.std), device)
         loop = DistillLoop(src, lambda batch: (cached[batch.idx], []), build_objective("kd", T=spec.temperature))

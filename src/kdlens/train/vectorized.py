@@ -93,8 +93,25 @@ generator (seeded by ``spec.noise_seed``).
 
 Equivalence: with the same init seed and batch order, a student trained in a stack matches
 :func:`train_single_student` (a plain ``nn.Module`` and ``torch.optim.SGD``) up to float
-rounding (grouped convolutions sum in a different order); the tests check 1e-4 relative.
-Students with active dropout draw different random masks in a stack than alone.
+rounding (grouped convolutions sum in a different order); the tests check 1e-4 relative, and
+that a ``batches="own"`` student equals ``Trainer`` + ``DistillLoop`` (method ``kd``) on its
+subset. Rounding differences stay at that level in well-conditioned training; in chaotic
+regimes (large ``lr·T²`` with batch norm over a handful of samples) any two float orders
+diverge, stacked or not. Students with active dropout draw different random masks in a stack
+than alone. The ``vmap`` backend needs batch-norm layers with a ``momentum`` (the default 0.1),
+not the cumulative average (``momentum=None``).
+
+Where the time goes
+-------------------
+Stacking shares the batch gathering and normalisation, the teacher-logit lookup, the soft
+targets, the first convolution on the shared image (one wide convolution) and the Python and
+dispatch overhead of every step. It does not reduce the arithmetic or the activation memory
+traffic, which grow linearly with ``S``; on a CPU the training of a small CNN is bound by that
+traffic, so expect modest gains there (see ``benchmarks/missing_class_sweep.py``) and large ones
+where single small models leave the device idle (GPUs). ``chunk_size`` bounds the students per
+pass (memory: a chunk's activations are ``chunk_size`` times a model's), ``channels_last``
+helps oneDNN's grouped convolutions, and on CPUs :class:`reuse_cpu_memory` keeps big
+activations off fresh ``mmap`` pages.
 """
 
 from __future__ import annotations
@@ -470,10 +487,11 @@ class _StackedLinear(nn.Module):
         self.bias = nn.Parameter(_stack([m.bias for m in linears])) if linears[0].bias is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:  # shared B×in input: one GEMM against all students' weights
+            s, o, i = self.weight.shape
+            out = F.linear(x, self.weight.reshape(s * o, i), None if self.bias is None else self.bias.reshape(-1))
+            return out.view(x.shape[0], s, o).transpose(0, 1)  # S×B×out
         wt = self.weight.transpose(1, 2)  # S×in×out
-        if x.dim() == 2:  # shared B×in input
-            out = torch.matmul(x, wt)
-            return out if self.bias is None else out + self.bias.unsqueeze(1)
         if self.bias is None:
             return torch.bmm(x, wt)
         return torch.baddbmm(self.bias.unsqueeze(1), x, wt)
@@ -783,7 +801,7 @@ class _Targets:
 
     def per_sample_loss(self, z: Tensor, p: Tensor, y: Tensor) -> Tensor:
         """``ℓ = α·T²·KL(p ‖ softmax(z/T)) + γ·CE(z, y)``, shape ``S×B``."""
-        z = z.float()
+        z = z.float().contiguous()  # (log-)softmax over a strided last dim takes a slow path
         T = self.T.view(-1, 1, 1)
         log_q = F.log_softmax(z / T, dim=2)
         kl = (torch.xlogy(p, p) - p * log_q).sum(2) * (self.T**2).view(-1, 1)
