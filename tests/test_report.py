@@ -52,6 +52,10 @@ ALL_KINDS = textwrap.dedent("""
           points: C,D,E
           method_params: {ivis: {k: 10, epochs: 2, patience: 1}}
           superclasses: {round: [0, 6, 8, 9], straight: [1, 4, 7], curved: [2, 3, 5]}
+      table1:
+        kind: limited-label
+        params: {dataset: digits, budgets: [20], folds: 1, teacher: baseline_student, student: baseline_student,
+                 student_epochs: 1, unlabeled_limit: 100, labeled_epochs_override: 1}
       full_teacher:
         kind: train
         config: {epochs: 2}
@@ -111,6 +115,7 @@ def test_all_sections_filled_and_numbers_written(everything, tmp_path):
             "superclass__superclass.csv", "entropy__entropy.csv"} <= csvs
     budget = numbers["sections"]["budget"]["tables"]["accuracy_vs_budget"]
     assert {r["model"] for r in budget} == {"UD", "D", "teacher"} and len(budget) == 6  # 3 models × 2 folds
+    assert len(numbers["sections"]["budget"]["tables"]["accuracy_vs_budget_steps"]) == 3  # the limited-label step
     hint = numbers["sections"]["hint-accuracy"]["tables"]["hint_accuracy"]
     assert {(r["method"], r["hints"]) for r in hint if r["hints"]} == {("at+kd", "conventional"), ("at+kd", "auto")}
 

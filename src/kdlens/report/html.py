@@ -169,6 +169,7 @@ def write_report(
         numbers["studies"][f"{s.name}/{s.scale}"] = {"directory": str(s.directory), "tasks": status_rows(s)}
     atomic_write_text(out.parent / "report.json", json.dumps(numbers, indent=1, default=str))
     atomic_write_text(out, render(studies, sections, title))
+    out.chmod(0o644)  # a page to share (atomic writes create 0600 files)
     return out
 
 

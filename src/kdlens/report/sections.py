@@ -121,7 +121,7 @@ class ReportData:
 PAPER_KINDS = {
     "softlabel": {"softlabel-entropy", "missing-class", "transfer-set", "projection"},
     "hints": {"hint-search"},
-    "embedding": {"embedding"},
+    "embedding": {"embedding", "limited-label"},
 }
 
 
@@ -391,6 +391,22 @@ def _budget(data: ReportData, sec: Section) -> None:
         sec.tables.append(table)
         sec.figures.append(FigureItem(_fig_png(_budget_plot(budgets, series)),
                                       f"{study.name}: test accuracy vs labeled examples (mean over folds)"))
+    for study, st in data.steps("embedding", "limited-label"):
+        rows = _read_csv(Path(st.path) / "limited_label.csv")
+        if not rows:
+            continue
+        found = True
+        table = Table("accuracy_vs_budget_steps", ["labels", "UD", "D", "teacher", "D − UD", "folds"], [],
+                      f"{study.name} ({st.task.id}): final test accuracy (%), mean ± std over folds")
+        for b in sorted({r["budget"] for r in rows}, key=float):
+            sel = [r for r in rows if r["budget"] == b]
+            ud = [_num(r["undistilled"]) for r in sel]
+            d = [_num(r["distilled"]) for r in sel]
+            t = [_num(r["teacher"]) for r in sel]
+            table.rows.append([b, fmt(ud), fmt(d), fmt(t), f"{mean_std(d)[0] - mean_std(ud)[0]:+.2f}", len(sel)])
+            table.numbers += [{"study": study.name, "budget": b, "model": m, "final_acc": v}
+                              for m, vals in (("UD", ud), ("D", d), ("teacher", t)) for v in vals]
+        sec.tables.append(table)
     if not found:
         _not_run(sec, "embedding", "no teacher / UD / D runs with a label budget have finished")
 

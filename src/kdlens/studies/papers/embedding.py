@@ -174,3 +174,20 @@ def _density_pair(embeddings: dict[str, np.ndarray], labels: np.ndarray, cls: in
         ax.set_axis_off()
     fig.subplots_adjust(left=0, right=1, top=1, bottom=0, wspace=0.02)
     return fig
+
+
+@register_step("limited-label")
+def limited_label_step(ctx: StepContext) -> dict[str, Any]:
+    """Lee & Wallraven's Table 1 in one task: :func:`kdlens.studies.limited_label.run_limited_label_study`
+    (teacher, UD and D per budget and fold, recorded in the study's run store).  The grid form
+    (``teacher`` / ``ud`` / ``d`` groups, as in ``examples/embedding.yaml``) runs the same runs as
+    separate, parallel tasks; this step is the compact form.  Writes ``limited_label.csv``."""
+    from kdlens.studies.limited_label import run_limited_label_study
+
+    allowed = ("dataset", "budgets", "folds", "teacher", "student", "student_epochs", "unlabeled_limit",
+               "temperature", "teacher_init", "labeled_epochs_override", "extra")
+    ctx.check_params(allowed)
+    params = dict(ctx.params)
+    rows = run_limited_label_study(out=str(ctx.study_dir), progress=False, **params)
+    ctx.write_csv("limited_label.csv", rows)
+    return {"rows": len(rows), "budgets": sorted({r["budget"] for r in rows})}

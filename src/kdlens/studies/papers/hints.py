@@ -10,6 +10,10 @@ crosses) and ``clusters.csv``.  The search is also saved under
 (:func:`kdlens.explain.hint_search.auto_hint_layers` reuses a search for the same teacher
 weights, dataset, k, metric, rule and form), so the students use exactly these points.
 
+``hints: auto`` searches with linear CKA, the centre rule, post-activation taps and k = the
+number of conventional points; keep the step at these settings (its defaults) so the students
+reuse it — with other settings they would run (and save) a search of their own.
+
 The baseline-vs-proposed accuracy table (Table 4 shape) is built by the report from the
 ``distill`` students' runs (``hints: conventional`` vs ``hints: auto``).
 """
