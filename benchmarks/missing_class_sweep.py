@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--student", default="thesis_student", help="thesis_student (general CNN) or baseline_student (linear)")
-    ap.add_argument("--chunk-size", type=int, default=10, help="students per stacked forward pass")
+    ap.add_argument("--chunk-size", type=int, default=35, help="students per stacked forward pass (35: ~3 GB)")
     ap.add_argument("--backend", default="grouped", choices=["grouped", "vmap"])
     ap.add_argument("--single-count", type=int, default=3, help="students run one-by-one (extrapolated)")
     ap.add_argument("--teacher", default=None, help="teacher run directory / checkpoint (default: train one)")

@@ -202,3 +202,14 @@ def test_bad_specs_are_user_errors(digits):
             train_students("baseline_student", [bad], train, logits)
     with pytest.raises(KdlensError, match="teacher logits"):
         train_students("baseline_student", [StudentSpec()], train, logits[:10])
+
+
+def test_reuse_cpu_memory_is_a_scoped_setting():
+    from kdlens.train.vectorized import reuse_cpu_memory
+
+    with reuse_cpu_memory() as ctx:
+        a = torch.ones(40 << 18)  # 40 MiB: above glibc's mmap ceiling
+        assert float(a.sum()) == a.numel()
+    assert ctx._mallopt is None
+    with reuse_cpu_memory(enabled=False) as off:
+        assert off._mallopt is None

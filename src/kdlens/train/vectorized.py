@@ -1000,8 +1000,8 @@ class reuse_cpu_memory:  # noqa: N801  (a context manager used like a function)
     and the page faults made a stack slower per student than single models. Inside the block
     ``mallopt(M_MMAP_MAX=0)`` serves them from the heap and ``M_TRIM_THRESHOLD`` keeps freed
     memory for reuse; on exit the settings become those of a fully adapted glibc (mmap
-    threshold 32 MiB, trim threshold 64 MiB). A no-op where glibc's ``mallopt`` is missing.
-    Process-wide while active.
+    threshold 32 MiB, trim threshold 64 MiB) and ``malloc_trim`` returns the freed heap. A no-op
+    where glibc's ``mallopt`` is missing. Process-wide while active.
     """
 
     _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
@@ -1031,6 +1031,12 @@ class reuse_cpu_memory:  # noqa: N801  (a context manager used like a function)
             self._mallopt(self._M_MMAP_THRESHOLD, 32 << 20)
             self._mallopt(self._M_TRIM_THRESHOLD, 64 << 20)
             self._mallopt = None
+            try:  # hand the freed heap back to the system
+                import ctypes
+
+                ctypes.CDLL(None).malloc_trim(0)
+            except (OSError, AttributeError):
+                pass
 
 
 def _default_optim() -> OptimConfig:
