@@ -17,7 +17,7 @@ Both use SGD lr 0.05, momentum 0.9, weight decay 5e-4, constant schedule, batch 
 teacher is trained for ``--teacher-epochs`` on ``--teacher-examples`` images unless ``--teacher``
 loads one (a run directory, or a checkpoint with ``--teacher-model``).
 
-    python benchmarks/missing_class_sweep.py --train-subset 12000 --epochs 1
+    python benchmarks/missing_class_sweep.py --train-subset 2560 --test-subset 2000 --epochs 1 --teacher-examples 2000
 """
 
 from __future__ import annotations
