@@ -175,3 +175,11 @@ def test_worker_processes_give_the_same_results(tmp_path):
     assert summary.ok and summary.ran == 3
     acc = lambda s: {r["task"]: r["final_acc"] for r in status_rows(s)}  # noqa: E731
     assert acc(one) == acc(two) and None not in acc(one).values()
+
+
+def test_study_steps_lists_every_kind():
+    result = CliRunner().invoke(app, ["study", "steps"])
+    assert result.exit_code == 0
+    for kind in ("train", "distill", "hint-search", "embedding", "limited-label", "softlabel-entropy",
+                 "missing-class", "transfer-set", "projection"):
+        assert kind in result.output

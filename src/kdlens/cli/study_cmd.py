@@ -127,3 +127,22 @@ def status(
     console = Console()
     console.print(table)
     console.print(" · ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" · total {len(rows)}")
+
+
+@study_app.command("steps")
+def steps() -> None:
+    """List the kinds a study group can have: train, distill and the registered steps."""
+    import inspect
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kdlens.studies.papers import STEPS
+
+    table = Table("kind", "what it does")
+    table.add_row("train", "a supervised run (kdlens train); config: a TrainConfig")
+    table.add_row("distill", "a distillation run (kdlens distill); config: a DistillConfig, teacher.run: \"${GROUP}\"")
+    for name in STEPS.names():
+        doc = (inspect.getdoc(STEPS.get(name)) or "").split("\n\n")[0]
+        table.add_row(name, " ".join(doc.split()))
+    Console().print(table)

@@ -34,6 +34,7 @@ PARAMS = ("models", "methods", "points", "n", "reduce", "seed", "mass", "k", "me
 
 @register_step("embedding")
 def embedding_step(ctx: StepContext) -> dict[str, Any]:
+    """UD vs D embedded at A–E (Ivis / t-SNE): quality, Ivis loss, class-area ratio, superclass r²; needs ud, d."""
     from kdlens.explain.embed import (
         class_area_ratios,
         embedding_quality,
@@ -178,8 +179,9 @@ def _density_pair(embeddings: dict[str, np.ndarray], labels: np.ndarray, cls: in
 
 @register_step("limited-label")
 def limited_label_step(ctx: StepContext) -> dict[str, Any]:
-    """Lee & Wallraven's Table 1 in one task: :func:`kdlens.studies.limited_label.run_limited_label_study`
-    (teacher, UD and D per budget and fold, recorded in the study's run store).  The grid form
+    """Teacher, UD and D per label budget and fold in one task (Lee & Wallraven Table 1).
+
+    Calls :func:`kdlens.studies.limited_label.run_limited_label_study` (teacher, UD and D per budget and fold, recorded in the study's run store).  The grid form
     (``teacher`` / ``ud`` / ``d`` groups, as in ``examples/embedding.yaml``) runs the same runs as
     separate, parallel tasks; this step is the compact form.  Writes ``limited_label.csv``."""
     from kdlens.studies.limited_label import run_limited_label_study

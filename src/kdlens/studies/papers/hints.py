@@ -29,6 +29,7 @@ PARAMS = ("k", "metric", "rule", "form", "n", "seed", "teacher")
 
 @register_step("hint-search")
 def hint_search_step(ctx: StepContext) -> dict[str, Any]:
+    """PURSUhInT search on a teacher: layer similarity, k-means clusters, hint points vs conventional; needs teacher."""
     from kdlens.explain.hint_search import (
         DEFAULT_N,
         conventional_indices,

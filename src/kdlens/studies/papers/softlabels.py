@@ -81,6 +81,7 @@ def _settings(ctx: StepContext):
 
 @register_step("softlabel-entropy")
 def entropy_step(ctx: StepContext) -> dict[str, Any]:
+    """Mean soft-label entropy vs T per teacher, label smoothing's entropy vs α_LS; needs teacher(s)."""
     from kdlens.explain.softlabels import DEFAULT_LS_ALPHAS, DEFAULT_TEMPERATURES, entropy_by_temperature
     from kdlens.report.figures.softlabels import plot_entropy_curves
 
@@ -103,6 +104,7 @@ def entropy_step(ctx: StepContext) -> dict[str, Any]:
 
 @register_step("missing-class")
 def missing_class_step(ctx: StepContext) -> dict[str, Any]:
+    """Students distilled without class c: accuracy on c per T, label-smoothing control; needs teacher(s)."""
     from kdlens.explain.softlabels import THESIS_TEMPERATURES, missing_class_test
     from kdlens.report.figures.softlabels import plot_missing_class_heatmaps
 
@@ -129,6 +131,7 @@ def missing_class_step(ctx: StepContext) -> dict[str, Any]:
 
 @register_step("transfer-set")
 def transfer_set_step(ctx: StepContext) -> dict[str, Any]:
+    """Students on the top-N-entropy examples per class vs N random ones; needs teacher(s)."""
     from kdlens.explain.softlabels import entropy_ranked_transfer_sets
     from kdlens.report.figures.softlabels import plot_image_grid, plot_transfer_set_curves
 
@@ -156,6 +159,7 @@ def transfer_set_step(ctx: StepContext) -> dict[str, Any]:
 
 @register_step("projection")
 def projection_step(ctx: StepContext) -> dict[str, Any]:
+    """Penultimate activations on the plane of three class templates, per teacher; needs teacher(s)."""
     from kdlens.data import normalize
     from kdlens.explain.softlabels import TemplateProjection, penultimate_activations
     from kdlens.report.figures.softlabels import plot_projections
