@@ -147,6 +147,8 @@ def plot_transfer_set_curves(result: TransferSetResult, title: str | None = None
                        label=f"{teacher}: {'top entropy' if selection == 'entropy' else 'random'}")[0]
         colors.setdefault(teacher, line.get_color())
     ax.set_xscale("log")
+    ax.set_xticks(list(result.ns), [str(n) for n in result.ns])
+    ax.minorticks_off()
     ax.set_xlabel("examples per class N")
     ax.set_ylabel("student test accuracy (%)")
     ax.set_title(f"entropy-ranked transfer sets (T = {result.T:g})", fontsize=10)
