@@ -540,7 +540,8 @@ def run_study(
     lock = study.directory / "study.lock"
     if runner_alive(study.directory) and int(lock.read_text().split()[0]) != os.getpid():
         raise KdlensError(f"study {str(study.directory)!r} is being run by process {lock.read_text().split()[0]}; "
-                          "wait for it or stop it first (`kdlens study status` shows its progress)")
+                          "wait for it or stop it first (`kdlens study status` shows its progress; if no such "
+                          f"run is going on, delete {lock})")
     lock.write_text(f"{os.getpid()}\n")
     study.write_plan()
     index = task_index(study)
@@ -575,6 +576,7 @@ def run_study(
     def cache_key(t: Task) -> tuple[str, tuple[str, ...]]:
         return (t.group, tuple(t.needs))
 
+    interrupted = False
     try:
         with display:
             while True:
@@ -634,9 +636,12 @@ def run_study(
                         warmed.add(cache_key(st.task))
                         emit("failed", st)
                 display.refresh()
+    except KeyboardInterrupt:
+        interrupted = True  # tasks in flight stay "running": the next `study run` resumes them
+        raise
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(wait=not interrupted)
         if lock.exists() and lock.read_text().split()[:1] == [str(os.getpid())]:
             lock.unlink()
     counts = {s: sum(1 for st in states.values() if st.status == s) for s in ("done", "failed", "blocked")}
