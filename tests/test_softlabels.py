@@ -197,6 +197,9 @@ def test_missing_class_experiment_returns_a_class_by_temperature_matrix():
     assert all(0.0 <= row["missing_class_acc"] <= 100.0 for row in rows)
     assert r.to_dict()["missing_class_accuracy"]["a"][0][0] == rows[0]["missing_class_acc"]
     assert plot_missing_class_heatmaps(r) is not None
+    own = missing_class_test("baseline_student", train, test, z, classes=[1], temperatures=[4.0],
+                             settings=SweepSettings(epochs=1, batch_size=32, batches="own"))
+    assert own.missing_class_accuracy["teacher"].shape == (1, 1) and own.rows()[0]["steps"] == 3  # 90 examples / 32
     with pytest.raises(KdlensError, match="unknown class"):
         missing_class_test("baseline_student", train, test, z, classes=[7], settings=QUICK)
     with pytest.raises(KdlensError, match="> 0"):

@@ -141,7 +141,7 @@ def _setup(teacher: list[str] | None, teacher_model: str | None, dataset: str, r
 
 
 def _settings(epochs: int, batch_size: int, lr: float, seed: int, chunk_size: int | None, backend: str,
-              device: Any, quiet: bool) -> Any:
+              device: Any, quiet: bool, batches: str = "shared") -> Any:
     from kdlens.config import OptimConfig
     from kdlens.explain.softlabels import SweepSettings
 
@@ -152,8 +152,10 @@ def _settings(epochs: int, batch_size: int, lr: float, seed: int, chunk_size: in
         raise KdlensError(f"--lr must be > 0, got {lr}")
     if backend not in ("grouped", "vmap"):
         raise KdlensError(f"--backend must be 'grouped' or 'vmap', got {backend!r}")
+    if batches not in ("shared", "own"):
+        raise KdlensError(f"--batches must be 'shared' or 'own', got {batches!r}")
     return SweepSettings(epochs=epochs, batch_size=batch_size, optim=OptimConfig(lr=lr, schedule="constant"),
-                         seed=seed, student_seed=seed, backend=backend, chunk_size=chunk_size,
+                         seed=seed, student_seed=seed, backend=backend, batches=batches, chunk_size=chunk_size,
                          device=str(device), progress=not quiet)
 
 
@@ -310,6 +312,7 @@ def missing_class_cmd(
     classes: str = typer.Option(None, help="classes to remove, one at a time (default: all)"),
     temperatures: str = typer.Option(THESIS_T, help="distillation temperatures"),
     ls_alphas: str = typer.Option(None, "--ls-alphas", help="α_LS of the label-smoothing control (e.g. 0.1,0.5)"),
+    batches: str = typer.Option("shared", help="shared (masked full-set batches) | own (each student its subset loader)"),
     epochs: int = EPOCHS,
     batch_size: int = BATCH,
     lr: float = LR,
@@ -330,14 +333,15 @@ def missing_class_cmd(
     _check_student(student)
     setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
     chosen = _classes(classes, setup.train.classes)
-    settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet)
+    settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet, batches)
     result = missing_class_test(student, setup.train, setup.test, _logits(setup), chosen, ts, alphas, settings)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_missing_class_heatmaps(result, title=f"missing-class test ({dataset}, {student})",
                                 path=out_dir / "missing_class.png")
     _write_csv(out_dir / "missing_class.csv", result.rows())
-    _write_json(out_dir / "missing_class.json", {"dataset": dataset, "student": student, "epochs": epochs, **result.to_dict()})
+    _write_json(out_dir / "missing_class.json", {"dataset": dataset, "student": student, "epochs": epochs,
+                                                 "batches": batches, **result.to_dict()})
     typer.echo(f"{len(result.rows())} students in {result.seconds:.1f}s; wrote missing_class.png/.csv/.json to {out_dir}")
 
 

@@ -128,6 +128,9 @@ class SweepSettings:
     alpha: float = KD_ALPHA
     gamma: float = KD_GAMMA
     backend: str = "grouped"
+    #: "shared" (masked full-set batches) or "own" (each student its subset loader); see
+    #: kdlens.train.vectorized. Transfer-set experiments always use "own".
+    batches: str = "shared"
     chunk_size: int | None = None
     device: str = "cpu"
     progress: bool = False
@@ -135,6 +138,7 @@ class SweepSettings:
     def train(self, student: Student, specs: list[StudentSpec], train: Dataset, test: Dataset,
               t_stack: torch.Tensor | None, **kw: Any) -> StackResult:
         kw.setdefault("epochs", self.epochs)
+        kw.setdefault("batches", self.batches)
         return train_students(
             student, specs, train, t_stack, test=test, batch_size=self.batch_size, optim=self.optim,
             seed=self.seed, backend=self.backend, chunk_size=self.chunk_size,  # type: ignore[arg-type]
@@ -207,8 +211,12 @@ def missing_class_test(
     information in soft labels; Vats 2021 §4.4). ``ls_alphas`` adds the label-smoothing control:
     soft labels ``(1−α)·onehot + α/K`` at ``T = 1`` — no similarity, so close to 0 % expected.
 
-    All ``|classes|·(|T|·|teachers| + |α|)`` students are trained in one stack with shared
-    batches; removed examples get weight 0 (loss and batch norm).
+    All ``|classes|·(|T|·|teachers| + |α|)`` students are trained together; with
+    ``settings.batches="shared"`` (default) they share every batch and the removed examples get
+    weight 0 (loss and batch norm), with ``"own"`` each runs a loader over its own transfer set
+    (exactly a subset-trained student; no shared input). The two differ in batch composition
+    and step count, which matters for a fragile quantity like the missing class's accuracy
+    after few steps.
     """
     settings = settings or SweepSettings()
     k = train.num_classes
