@@ -186,7 +186,10 @@ def run_training_ddp(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
         return _train(cfg, resume, progress, rank, world, device)
     finally:
         if owns_group:
-            dist.destroy_process_group()
+            try:
+                dist.barrier()  # leave together: a process exiting early breaks the others' gloo threads
+            finally:
+                dist.destroy_process_group()
 
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int, device: torch.device) -> RunOutcome:
@@ -271,4 +274,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - torchrun entry
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written and the process group is gone; skip the interpreter's teardown, where
+    # gloo/autograd worker threads were seen to abort ("terminate called without an active
+    # exception") now and then after a finished run, turning a good run into a failed torchrun job.
+    os._exit(code)
