@@ -75,7 +75,7 @@ ALL_KINDS = textwrap.dedent("""
       missing:
         kind: missing-class
         needs: [full_teacher]
-        params: {teachers: full_teacher, classes: [0, 1], temperatures: [4], ls_alphas: [0.1], epochs: 1}
+        params: {teachers: full_teacher, classes: [0, 1], temperatures: [4], ls_alphas: [0.1], epochs: 1, gamma: 0.0}
       transfer:
         kind: transfer-set
         needs: [full_teacher]

@@ -25,7 +25,8 @@ import numpy as np
 
 from kdlens.studies.papers import Dependency, StepContext, load_run_model, register_step, run_dataset
 
-SWEEP = ("student", "epochs", "batch_size", "lr", "seed", "student_seed", "chunk_size", "backend")
+SWEEP = ("student", "epochs", "batch_size", "lr", "seed", "student_seed", "chunk_size", "backend", "alpha", "gamma",
+         "batches")
 
 
 def _teacher_name(dep: Dependency, label: str | None) -> str:
@@ -74,6 +75,11 @@ def _settings(ctx: StepContext):
     s.student_seed = int(ctx.param("student_seed", s.student_seed))
     s.chunk_size = ctx.param("chunk_size", s.chunk_size)
     s.backend = ctx.param("backend", s.backend)
+    for name in ("alpha", "gamma"):  # weights of the soft (KD) and hard (CE) terms
+        if ctx.param(name) is not None:
+            setattr(s, name, float(ctx.param(name)))
+    if ctx.param("batches") is not None and hasattr(s, "batches"):
+        s.batches = ctx.param("batches")
     if ctx.param("lr") is not None:
         s.optim = OptimConfig(schedule="constant", lr=float(ctx.param("lr")))
     return s
