@@ -74,7 +74,7 @@ def demo(
     dataset: str = typer.Option("digits", help="digits (embedded) or fashion-mnist"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """The main job: train a teacher and a student on the embedded data, print accuracies."""
+    """The main job: the three studies at smoke scale on the embedded data, then the HTML report."""
     from kdlens.studies.demo import run_demo
 
     run_demo(out=out, dataset=dataset, progress=not quiet)
