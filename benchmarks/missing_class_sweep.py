@@ -12,6 +12,12 @@ by both paths.
   a fixed subset of students is run (the first ``--single-count`` cells: class 0 at T = 3, 6, 9
   by default) and its time is **extrapolated ×70/count**.
 
+Both paths are warmed up first (untimed), both run with the same allocator setting
+(:class:`~kdlens.train.vectorized.reuse_cpu_memory`: glibc heap instead of fresh mmap pages for
+big tensors), and the single students are run *between* the stacks (student, stack, student,
+stack, …) so that both see the same machine load; wall-clock and process CPU time are reported
+(CPU time includes OpenMP spin-waiting under contention).
+
 Both use SGD lr 0.05, momentum 0.9, weight decay 5e-4, constant schedule, batch 128, loss
 0.9·T²·KL + 0.1·CE, fp32, and evaluate once on the 10,000 test images at the end. The
 teacher is trained for ``--teacher-epochs`` on ``--teacher-examples`` images unless ``--teacher``
@@ -27,6 +33,7 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
 from kdlens.config import OptimConfig
 from kdlens.data import BatchAugment, load_dataset, normalize, remove_classes
@@ -38,7 +45,7 @@ from kdlens.train.evaluate import EvalSet, evaluate, predict_logits
 from kdlens.train.loop import SupervisedLoop
 from kdlens.train.model_setup import model_for_data
 from kdlens.train.trainer import Trainer, resolve_device
-from kdlens.train.vectorized import StudentSpec, train_students
+from kdlens.train.vectorized import StudentSpec, reuse_cpu_memory, train_students
 
 
 def main() -> None:
@@ -101,48 +108,74 @@ def main() -> None:
     specs = [StudentSpec(seed=args.seed, temperature=T, removed_classes=(c,), tags={"class": c, "T": T})
              for c in range(10) for T in THESIS_TEMPERATURES]
 
-    # -- vectorised -------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    result = train_students(args.student, specs, train, logits, test=test, epochs=args.epochs,
-                            batch_size=args.batch_size, optim=optim, seed=args.seed, backend=args.backend,
-                            chunk_size=args.chunk_size, device=device, keep_states=False,
-                            channels_last=args.channels_last)
-    vec_s = time.perf_counter() - t0
-    print(f"vectorised: {len(specs)} students in {vec_s:.1f}s ({vec_s / len(specs):.2f}s per student; "
-          f"chunks of {args.chunk_size}, backend {args.backend}, training {result.seconds:.1f}s + build/eval)")
-
-    # -- one-by-one (fixed subset, extrapolated) ------------------------------------------------------
     single = specs[: args.single_count]
     cached = logits.to(device)
-    times, accs = [], []
-    for spec in single:
-        t0 = time.perf_counter()
-        keep = remove_classes(train.labels, spec.removed_classes)
-        student = model_for_data(args.student, train, spec.seed)
-        src = InMemorySource(train.images, train.labels, keep, args.batch_size,
-                             BatchAugment(mean=train.mean, std=train.std), device)
+
+    def vectorised(group: list[StudentSpec], data=train, tst=test):
+        return train_students(args.student, group, data, logits[: len(data)], test=tst, epochs=args.epochs,
+                              batch_size=args.batch_size, optim=optim, seed=args.seed, backend=args.backend,
+                              chunk_size=args.chunk_size, device=device, keep_states=False,
+                              channels_last=args.channels_last)
+
+    def one_by_one(spec: StudentSpec, data=train, ev=evalset) -> nn.Module:
+        keep = remove_classes(data.labels, spec.removed_classes)
+        student = model_for_data(args.student, data, spec.seed)
+        src = InMemorySource(data.images, data.labels, keep, args.batch_size,
+                             BatchAugment(mean=data.mean, std=data.std), device)
         loop = DistillLoop(src, lambda batch: (cached[batch.idx], []), build_objective("kd", T=spec.temperature))
-        trainer = Trainer(student, loop, optim, args.epochs, eval_set=evalset, seed=args.seed, device=device,
-                          progress=False, channels_last=args.channels_last)
-        trainer.fit()  # evaluates on the test set after the last epoch, like the vectorised path
-        times.append(time.perf_counter() - t0)
-        pred = predict_logits(student, evalset, device, channels_last=args.channels_last).argmax(1)
-        c = spec.removed_classes[0]
-        accs.append(float((pred[test.labels == c] == c).float().mean() * 100))
-    per = float(np.mean(times))
-    est = per * len(specs)
-    print(f"one-by-one: {len(single)} students (class 0, T = {', '.join(f'{s.temperature:g}' for s in single)}) "
-          f"in {sum(times):.1f}s = {per:.2f}s per student (each {', '.join(f'{t:.1f}' for t in times)}s); "
-          f"extrapolated ×{len(specs)}/{len(single)} → {est:.1f}s for all {len(specs)}")
-    print(f"speed-up vectorised vs one-by-one: {est / vec_s:.2f}×")
+        # the same allocator setting as train_students uses (glibc heap, no mmap page faults): on this
+        # VM a fresh process's single-student training was up to ~17× slower without it
+        with reuse_cpu_memory(device.type == "cpu"):
+            Trainer(student, loop, optim, args.epochs, eval_set=ev, seed=args.seed, device=device, progress=False,
+                    channels_last=args.channels_last).fit()  # evaluates after the last epoch, like the vectorised path
+        return student
+
+    # -- warm-up (untimed): first-call costs (oneDNN primitives, allocator) of both paths --------------
+    small = train.subset(range(min(512, len(train))))
+    small_eval = EvalSet(test.images[:256], test.labels[:256], evalset.prepare)
+    vectorised(specs[:2], small, test.subset(range(256)))
+    one_by_one(specs[0], small, small_eval)
+
+    # -- interleaved: chunk of the sweep, one single student, chunk, … (same machine load for both) ----
+    groups = [specs[a : a + args.chunk_size] for a in range(0, len(specs), args.chunk_size)]
+    vec_wall = vec_cpu = 0.0
+    times, cpus, accs, parts = [], [], [], []
+    for i in range(max(len(groups), len(single))):
+        if i < len(single):
+            spec = single[i]
+            w0, c0 = time.perf_counter(), time.process_time()
+            student = one_by_one(spec)
+            times.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+            pred = predict_logits(student, evalset, device, channels_last=args.channels_last).argmax(1)
+            c = spec.removed_classes[0]
+            accs.append(float((pred[test.labels == c] == c).float().mean() * 100))
+        if i < len(groups):
+            w0, c0 = time.perf_counter(), time.process_time()
+            parts.append(vectorised(groups[i]))
+            vec_wall += time.perf_counter() - w0
+            vec_cpu += time.process_time() - c0
+    class_accuracy = np.concatenate([p.class_accuracy for p in parts])
+    accuracy = np.concatenate([p.accuracy for p in parts])
+    print(f"vectorised: {len(specs)} students in {vec_wall:.1f}s wall, {vec_cpu:.1f}s CPU "
+          f"({vec_wall / len(specs):.2f}s per student; {len(groups)} stacks of ≤{args.chunk_size}, backend "
+          f"{args.backend}, training {sum(p.seconds for p in parts):.1f}s + build/eval)")
+    per, per_cpu, med = float(np.mean(times)), float(np.mean(cpus)), float(np.median(times))
+    est, est_cpu, est_med = per * len(specs), per_cpu * len(specs), med * len(specs)
+    print(f"one-by-one: {len(single)} students (class 0, T = {', '.join(f'{s.temperature:g}' for s in single)}), "
+          f"interleaved with the stacks: {per:.2f}s wall (median {med:.2f}s) / {per_cpu:.2f}s CPU per student "
+          f"(each {', '.join(f'{t:.2f}' for t in times)}s); extrapolated ×{len(specs)}/{len(single)} → "
+          f"{est:.1f}s wall (median-based {est_med:.1f}s), {est_cpu:.1f}s CPU for all {len(specs)}")
+    print(f"speed-up vectorised vs one-by-one: {est / vec_wall:.2f}× (wall, mean), {est_med / vec_wall:.2f}× "
+          f"(wall, median), {est_cpu / vec_cpu:.2f}× (CPU time)")
 
     # -- results ------------------------------------------------------------------------------------
-    mat = np.array([[result.class_accuracy[i * 7 + j, i] for j in range(7)] for i in range(10)])
+    mat = np.array([[class_accuracy[i * 7 + j, i] for j in range(7)] for i in range(10)])
     print("missing-class accuracy (%), rows = removed class, columns = T " + " ".join(f"{t:g}" for t in THESIS_TEMPERATURES))
     for i, name in enumerate(train.classes):
         print(f"  {i} {name[:12]:<12} " + " ".join(f"{v:5.1f}" for v in mat[i]))
-    print(f"vectorised students' overall test accuracy: mean {np.mean(result.accuracy):.2f}%, "
-          f"min {np.min(result.accuracy):.2f}%, max {np.max(result.accuracy):.2f}%")
+    print(f"vectorised students' overall test accuracy: mean {np.mean(accuracy):.2f}%, "
+          f"min {np.min(accuracy):.2f}%, max {np.max(accuracy):.2f}%")
     print("one-by-one vs vectorised missing-class accuracy for the same cells (batches differ: subset loader "
           "vs masked full-set batches): " + ", ".join(
               f"T={s.temperature:g}: {a:.1f}% vs {mat[0, j]:.1f}%" for j, (s, a) in enumerate(zip(single, accs))))
