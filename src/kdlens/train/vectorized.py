@@ -107,8 +107,11 @@ Stacking shares the batch gathering and normalisation, the teacher-logit lookup,
 targets, the first convolution on the shared image (one wide convolution) and the Python and
 dispatch overhead of every step. It does not reduce the arithmetic or the activation memory
 traffic, which grow linearly with ``S``; on a CPU the training of a small CNN is bound by that
-traffic, so expect modest gains there (see ``benchmarks/missing_class_sweep.py``) and large ones
-where single small models leave the device idle (GPUs). ``chunk_size`` bounds the students per
+traffic. Measured on this project's 2-core CPU (``benchmarks/missing_class_sweep.py``, 70
+students, both paths with the same allocator setting): thesis CNN student 0.9–1.2× the speed
+of one-by-one training (no gain), linear baseline student about 6× (per-step overhead dominates
+it). Large gains are expected where single small models leave the device idle (GPUs; not
+measured here). ``chunk_size`` bounds the students per
 pass (memory: a chunk's activations are ``chunk_size`` times a model's), ``channels_last``
 helps oneDNN's grouped convolutions, and on CPUs :class:`reuse_cpu_memory` keeps big
 activations off fresh ``mmap`` pages.
@@ -997,7 +1000,9 @@ class reuse_cpu_memory:  # noqa: N801  (a context manager used like a function)
     tensor pays page faults on first touch. A stack's activations are ``S`` times a model's and
     easily exceed 32 MiB (thesis student, batch 128, 10 students: 64 MiB per feature map);
     measured here, copying one such tensor took 45 ms with fresh pages and 8 ms from the heap,
-    and the page faults made a stack slower per student than single models. Inside the block
+    and the page faults made a stack slower per student than single models. (Single models
+    suffer too before glibc's threshold adapts: one thesis student's 18-step KD run took 7.9 s in a
+    fresh process and 0.45 s inside this block.) Inside the block
     ``mallopt(M_MMAP_MAX=0)`` serves them from the heap and ``M_TRIM_THRESHOLD`` keeps freed
     memory for reuse; on exit the settings become those of a fully adapted glibc (mmap
     threshold 32 MiB, trim threshold 64 MiB) and ``malloc_trim`` returns the freed heap. A no-op
