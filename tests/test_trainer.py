@@ -75,7 +75,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     w_ref = safe_torch_load(ref_dir / "checkpoints" / "last.pt")["model"]
     w_res = safe_torch_load(killed_dir / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
-    assert [r for r in metrics.read_text().splitlines()].__len__() == 6
+    assert len(metrics.read_text().splitlines()) == 6
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from kdlens.config import DistillConfig, OptimConfig
 from kdlens.distill import build_objective, create_loss
 from kdlens.distill.cache import TeacherOutputCache, weights_hash
@@ -21,7 +19,7 @@ from kdlens.train.teacher import load_teacher
 from kdlens.train.trainer import Trainer, resolve_device
 
 
-def _cache_for(cfg: DistillConfig, data: PreparedData, teacher, teacher_hash: str, features: list[str]):
+def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, features: list[str]):
     crop = data.augment.padding > 0
     if cfg.cache == "off" or (cfg.cache == "auto" and crop):
         return None
@@ -83,7 +81,7 @@ def run_distillation(
     def body(run_dir: RunDir) -> dict[str, Any]:
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
-        cache = _cache_for(cfg, data, teacher.model, teacher_hash, t_layers)
+        cache = _cache_for(cfg, data, teacher_hash, t_layers)
         teacher.model.to(device)
         prepare = data.eval_set(device).prepare
         teacher_outputs: Any = LiveTeacher(teacher.model, t_layers)
