@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kdlens.cli.main import app
-from kdlens.studies import demo
+from kdlens import demo
 from kdlens.studies.grid import SCALES, load_study
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -7,7 +7,7 @@ import pytest
 
 from kdlens.errors import KdlensError
 from kdlens.explain.hints import select_hint_points
-from kdlens.report.figures.similarity import plot_similarity_heatmap
+from kdlens.figures.similarity import plot_similarity_heatmap
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

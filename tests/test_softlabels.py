@@ -27,7 +27,7 @@ from kdlens.explain.softlabels import (
     teacher_pretraining_sweep,
     top_entropy_examples,
 )
-from kdlens.report.figures.softlabels import (
+from kdlens.figures.softlabels import (
     plot_missing_class_heatmaps,
     plot_noise_curves,
     plot_pretraining_sweep,

@@ -186,7 +186,7 @@ def embed(
 
 def _figures(out_dir: Path, method: str, embeddings: dict, labels: Any, classes: list[str],
              rows: list[list[Any]], area_rows: list[list[Any]]) -> None:
-    from kdlens.report.figures.embed import plot_class_area_boxplots, plot_embedding_grid, plot_ivis_loss
+    from kdlens.figures.embed import plot_class_area_boxplots, plot_embedding_grid, plot_ivis_loss
 
     if all(e.shape[1] >= 2 for per in embeddings.values() for e in per.values()):
         titles = {r[0]: {} for r in rows}

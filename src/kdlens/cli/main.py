@@ -75,7 +75,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """The main job: the three studies at smoke scale on the embedded data, then the HTML report."""
-    from kdlens.studies.demo import run_demo
+    from kdlens.demo import run_demo
 
     run_demo(out=out, dataset=dataset, progress=not quiet)
 

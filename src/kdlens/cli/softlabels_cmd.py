@@ -247,7 +247,7 @@ def entropy_cmd(
         label_variance,
         soft_label_table,
     )
-    from kdlens.report.figures.softlabels import plot_entropy_curves
+    from kdlens.figures.softlabels import plot_entropy_curves
 
     ts = _temperatures(temperatures) if temperatures is not None else list(DEFAULT_TEMPERATURES)
     alphas = _alphas(ls_alphas) if ls_alphas is not None else list(DEFAULT_LS_ALPHAS)
@@ -280,7 +280,7 @@ def entropy_cmd(
              for a, h in zip(alphas, ls_curve)]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_entropy_curves(tables, alphas, data.num_classes, title=f"soft-label entropy ({dataset}, {split})",
+    plot_entropy_curves(tables, (alphas, ls_curve), title=f"soft-label entropy ({dataset}, {split})",
                         path=out_dir / "entropy.png")
     _write_csv(out_dir / "entropy.csv", rows)
     _write_csv(out_dir / "label_variance.csv", var_rows)
@@ -326,7 +326,7 @@ def missing_class_cmd(
 ) -> None:
     """Missing-class test: accuracy on a class removed from the transfer set, class × T per teacher."""
     from kdlens.explain.softlabels import missing_class_test
-    from kdlens.report.figures.softlabels import plot_missing_class_heatmaps
+    from kdlens.figures.softlabels import plot_missing_class_heatmaps
 
     ts = _temperatures(temperatures)
     alphas = _alphas(ls_alphas)
@@ -371,7 +371,7 @@ def transfer_set_cmd(
 ) -> None:
     """Entropy-ranked transfer sets: accuracy vs top-N per class, with a random-N baseline."""
     from kdlens.explain.softlabels import entropy_ranked_transfer_sets
-    from kdlens.report.figures.softlabels import plot_image_grid, plot_transfer_set_curves
+    from kdlens.figures.softlabels import plot_image_grid, plot_transfer_set_curves
 
     counts = _numbers(ns, "--ns", int)
     if not counts or min(counts) < 1:
@@ -422,7 +422,7 @@ def projection_cmd(
     """Penultimate activations projected onto the plane of three class templates (Müller et al. 2019)."""
     from kdlens.data.augment import normalize
     from kdlens.explain.softlabels import TemplateProjection, penultimate_activations
-    from kdlens.report.figures.softlabels import plot_projections
+    from kdlens.figures.softlabels import plot_projections
 
     if split not in ("train", "test"):
         raise KdlensError(f"--split must be 'train' or 'test', got {split!r}")

@@ -257,7 +257,7 @@ class HintSearchResult:
     def figure(self, title: str | None = None) -> Figure:
         """Heatmap of the similarity with cluster boundaries, the hint points (red circles)
         and the conventional points (white crosses)."""
-        from kdlens.report.figures.similarity import plot_similarity_heatmap
+        from kdlens.figures.similarity import plot_similarity_heatmap
 
         fig = plot_similarity_heatmap(
             self.similarity, self.selection,

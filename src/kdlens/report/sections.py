@@ -509,7 +509,7 @@ def _ivis_loss(data: ReportData, sec: Section) -> None:
          "smaller for the distilled student than the undistilled one (Figs. 7–8); the density panel shows one class's "
          "90 % region (solid) against that of all points (dashed).")
 def _class_area(data: ReportData, sec: Section) -> None:
-    from kdlens.report.figures.embed import plot_class_area_boxplots
+    from kdlens.figures.embed import plot_class_area_boxplots
 
     steps = _embedding_steps(data)
     if not steps:

@@ -1,1 +1,1 @@
-"""The three papers' experiments as grids of runs, and the demo."""
+"""The three papers' experiments as grids of runs."""

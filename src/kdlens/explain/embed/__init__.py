@@ -5,7 +5,8 @@
 * :mod:`.knn` — neighbour back-ends (exact torch, Annoy, NN-descent, precomputed).
 * :func:`point_activations` — activations at the extraction points A–E of any model (:mod:`.points`).
 * :mod:`.quality` — trustworthiness, continuity, kNN preservation, kNN accuracy, distance Spearman.
-* :func:`class_area_ratio` — HDR area of each class relative to all points (§5.4).
+* :func:`class_area_ratio` — HDR area of each class relative to all points (§5.4);
+  :func:`class_density` — one class's KDE and HDR for Fig. 7.
 * :func:`superclass_correlation` — output r² within superclasses (§5.2).
 * :func:`run_toy_check` — the Fig. 1 quadrant toy and its global-structure scores.
 
@@ -14,7 +15,14 @@
 >>> y = embed(acts.features["C"], method="ivis", seed=0)
 """
 
-from kdlens.explain.embed.class_area import ClassAreas, class_area_ratio, class_area_ratios, hdr_area
+from kdlens.explain.embed.class_area import (
+    ClassAreas,
+    ClassDensity,
+    class_area_ratio,
+    class_area_ratios,
+    class_density,
+    hdr_area,
+)
 from kdlens.explain.embed.ivis import Ivis, pn_triplet_loss, triplet_loss
 from kdlens.explain.embed.knn import (
     KNN_BACKENDS,
@@ -59,6 +67,7 @@ __all__ = [
     "KNN_BACKENDS",
     "AnnoyKNN",
     "ClassAreas",
+    "ClassDensity",
     "ExactKNN",
     "Ivis",
     "KNNIndex",
@@ -73,6 +82,7 @@ __all__ = [
     "UMAPEmbedder",
     "class_area_ratio",
     "class_area_ratios",
+    "class_density",
     "continuity",
     "distance_spearman",
     "embed",

@@ -36,7 +36,8 @@ import numpy as np
 
 from kdlens.errors import KdlensError
 
-__all__ = ["ClassAreas", "class_area_ratio", "class_area_ratios", "embedding_grid", "hdr_area", "hdr_mask"]
+__all__ = ["ClassAreas", "ClassDensity", "class_area_ratio", "class_area_ratios", "class_density", "embedding_grid",
+           "hdr_area", "hdr_mask"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +167,37 @@ def class_area_ratio(embedding: Any, labels: Any, mass: float = 0.9, grid_size: 
                      pad: float = 0.1, bw_method: Any = None) -> float:
     """Mean class-area ratio of an embedding (Lee & Wallraven 2021, §5.4): see :func:`class_area_ratios`."""
     return class_area_ratios(embedding, labels, mass, grid_size, pad, bw_method).mean
+
+
+@dataclass(frozen=True)
+class ClassDensity:
+    """One class's KDE on the grid and its ``mass`` HDR next to that of all points (Fig. 7).
+
+    ``density`` (g × g, sums to 1), ``region`` / ``all_region`` boolean HDR masks on the cells
+    ``xs`` × ``ys``; ``ratio`` = #region cells / #all_region cells (the class-area ratio).
+    """
+
+    cls: int
+    mass: float
+    xs: np.ndarray
+    ys: np.ndarray
+    density: np.ndarray
+    region: np.ndarray
+    all_region: np.ndarray
+    ratio: float
+
+
+def class_density(embedding: Any, labels: Any, cls: int, mass: float = 0.9, grid_size: int = 128,
+                  pad: float = 0.1, bw_method: Any = None) -> ClassDensity:
+    """The KDE and HDR of class ``cls`` and of all points of a 2-D embedding, for plotting (Fig. 7)."""
+    y = _as_2d(embedding)
+    lab = np.asarray(labels)
+    if not (lab == cls).any():
+        raise KdlensError(f"class {cls} has no points in this embedding")
+    grid = embedding_grid(y, grid_size, pad)
+    d_cls, d_all = _density(y[lab == cls], grid, bw_method), _density(y, grid, bw_method)
+    if d_cls is None or d_all is None:
+        raise KdlensError(f"class {cls} has too few (or collinear) points for a KDE")
+    region, all_region = hdr_mask(d_cls, mass), hdr_mask(d_all, mass)
+    ratio = float(region.sum() / max(all_region.sum(), 1))
+    return ClassDensity(int(cls), mass, grid.xs, grid.ys, d_cls, region, all_region, ratio)

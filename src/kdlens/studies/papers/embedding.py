@@ -43,9 +43,8 @@ def embedding_step(ctx: StepContext) -> dict[str, Any]:
         superclass_correlation,
         superclass_groups,
     )
-    from kdlens.report.figures.embed import (
+    from kdlens.figures.embed import (
         plot_class_area_boxplots,
-        plot_class_density,
         plot_embedding_grid,
         plot_ivis_loss,
     )
@@ -122,7 +121,7 @@ def embedding_step(ctx: StepContext) -> dict[str, Any]:
         conv_points = [p for p in "ABC" if p in next(iter(emb[method].values()))] or list(next(iter(emb[method].values())))
         point = conv_points[-1]
         fig = _density_pair({role: emb[method][role][point] for role in emb[method]}, labels, cls, mass,
-                            classes[cls] if classes else None, point, plot_class_density)
+                            classes[cls] if classes else None, point)
         ctx.save_figure(f"density_{method}.png", fig)
     if "ivis" in methods:
         losses = {role: {r["point"]: r["ivis_loss"] for r in rows if r["model"] == role and r["method"] == "ivis"}
@@ -153,14 +152,17 @@ def _logits(model: Any, data: Any, indices: np.ndarray):
 
 
 def _density_pair(embeddings: dict[str, np.ndarray], labels: np.ndarray, cls: int, mass: float,
-                  class_name: str | None, point: str, plot_one) -> Any:
+                  class_name: str | None, point: str) -> Any:
     """UD and D density figures (Fig. 7) side by side in one figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from kdlens.explain.embed import class_density
+    from kdlens.figures.embed import plot_class_density
+
     panels = []
     for role, y in embeddings.items():
-        f = plot_one(y, labels, cls, mass=mass, class_name=f"{role} {point}, {class_name or f'class {cls}'}")
+        f = plot_class_density(y, class_density(y, labels, cls, mass=mass), class_name=f"{role} {point}, {class_name or f'class {cls}'}")
         buf = io.BytesIO()
         f.savefig(buf, format="png", dpi=80)
         buf.seek(0)

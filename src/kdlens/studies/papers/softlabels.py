@@ -88,8 +88,13 @@ def _settings(ctx: StepContext):
 @register_step("softlabel-entropy")
 def entropy_step(ctx: StepContext) -> dict[str, Any]:
     """Mean soft-label entropy vs T per teacher, label smoothing's entropy vs α_LS; needs teacher(s)."""
-    from kdlens.explain.softlabels import DEFAULT_LS_ALPHAS, DEFAULT_TEMPERATURES, entropy_by_temperature
-    from kdlens.report.figures.softlabels import plot_entropy_curves
+    from kdlens.explain.softlabels import (
+        DEFAULT_LS_ALPHAS,
+        DEFAULT_TEMPERATURES,
+        entropy_by_temperature,
+        label_smoothing_entropy_curve,
+    )
+    from kdlens.figures.softlabels import plot_entropy_curves
 
     ctx.check_params(("teachers", "teacher_label", "temperatures", "ls_alphas"))
     teachers = _teachers(ctx)
@@ -104,7 +109,8 @@ def entropy_step(ctx: StepContext) -> dict[str, Any]:
         for T, h in zip(table.temperatures, table.mean, strict=True):
             summary[f"{name}/T={T:g}"] = float(h)
     ctx.write_csv("entropy.csv", rows)
-    ctx.save_figure("entropy.png", plot_entropy_curves(tables, ls_alphas=alphas, num_classes=train.num_classes))
+    ctx.save_figure("entropy.png", plot_entropy_curves(
+        tables, ls_curve=(alphas, label_smoothing_entropy_curve(alphas, train.num_classes))))
     return {"teachers": [n for n, _ in teachers], "mean_entropy": summary}
 
 
@@ -112,7 +118,7 @@ def entropy_step(ctx: StepContext) -> dict[str, Any]:
 def missing_class_step(ctx: StepContext) -> dict[str, Any]:
     """Students distilled without class c: accuracy on c per T, label-smoothing control; needs teacher(s)."""
     from kdlens.explain.softlabels import THESIS_TEMPERATURES, missing_class_test
-    from kdlens.report.figures.softlabels import plot_missing_class_heatmaps
+    from kdlens.figures.softlabels import plot_missing_class_heatmaps
 
     ctx.check_params(("teachers", "teacher_label", "classes", "temperatures", "ls_alphas", *SWEEP))
     teachers = _teachers(ctx)
@@ -139,7 +145,7 @@ def missing_class_step(ctx: StepContext) -> dict[str, Any]:
 def transfer_set_step(ctx: StepContext) -> dict[str, Any]:
     """Students on the top-N-entropy examples per class vs N random ones; needs teacher(s)."""
     from kdlens.explain.softlabels import entropy_ranked_transfer_sets
-    from kdlens.report.figures.softlabels import plot_image_grid, plot_transfer_set_curves
+    from kdlens.figures.softlabels import plot_image_grid, plot_transfer_set_curves
 
     ctx.check_params(("teachers", "teacher_label", "ns", "T", "random_seeds", "min_steps", *SWEEP))
     teachers = _teachers(ctx)
@@ -168,7 +174,7 @@ def projection_step(ctx: StepContext) -> dict[str, Any]:
     """Penultimate activations on the plane of three class templates, per teacher; needs teacher(s)."""
     from kdlens.data import normalize
     from kdlens.explain.softlabels import TemplateProjection, penultimate_activations
-    from kdlens.report.figures.softlabels import plot_projections
+    from kdlens.figures.softlabels import plot_projections
 
     ctx.check_params(("teachers", "teacher_label", "classes", "n"))
     teachers = _teachers(ctx)

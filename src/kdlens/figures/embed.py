@@ -145,37 +145,30 @@ def plot_class_area_boxplots(
 
 def plot_class_density(
     embedding: Any,
-    labels: Any,
-    cls: int,
-    mass: float = 0.9,
-    grid_size: int = 128,
+    density: Any,
     class_name: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """One class's KDE in an embedding (Fig. 7): density image of class ``cls``, its ``mass`` HDR
-    contour (solid) and the HDR of all points (dashed), all points in grey, the ratio in the title."""
-    from kdlens.explain.embed.class_area import _density, embedding_grid, hdr_mask
+    """One class's KDE in an embedding (Fig. 7): all points in grey, the density image of the
+    class, its HDR contour (solid) and the HDR of all points (dashed), the ratio in the title.
 
+    ``density``: a ``ClassDensity`` (``kdlens.explain.embed.class_density``), read by its fields
+    ``cls``, ``mass``, ``xs``, ``ys``, ``density``, ``region``, ``all_region``, ``ratio``.
+    """
     y = np.asarray(embedding, dtype=float)
-    lab = np.asarray(labels)
-    if not (lab == cls).any():
-        raise KdlensError(f"class {cls} has no points in this embedding")
-    grid = embedding_grid(y, grid_size)
-    d_cls = _density(y[lab == cls], grid, None)
-    d_all = _density(y, grid, None)
-    if d_cls is None or d_all is None:
-        raise KdlensError(f"class {cls} has too few (or collinear) points for a KDE")
-    m_cls, m_all = hdr_mask(d_cls, mass), hdr_mask(d_all, mass)
-    ratio = m_cls.sum() / max(m_all.sum(), 1)
+    if y.ndim != 2 or y.shape[1] != 2:
+        raise KdlensError(f"plot_class_density needs a 2-D embedding (n × 2); got shape {y.shape}")
+    d_cls, xs, ys = np.asarray(density.density), np.asarray(density.xs), np.asarray(density.ys)
     fig = _figure(4.6, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    extent = (grid.xs[0], grid.xs[-1], grid.ys[0], grid.ys[-1])
+    extent = (xs[0], xs[-1], ys[0], ys[-1])
     ax.scatter(y[:, 0], y[:, 1], s=1, color="0.75", linewidths=0)
     ax.imshow(np.ma.masked_where(d_cls <= 0, d_cls), origin="lower", extent=extent, aspect="auto", cmap="magma_r", alpha=0.75)
-    ax.contour(grid.xs, grid.ys, m_cls.astype(float), levels=[0.5], colors="C3", linewidths=1.5)
-    ax.contour(grid.xs, grid.ys, m_all.astype(float), levels=[0.5], colors="k", linewidths=1, linestyles="--")
-    name = class_name if class_name is not None else f"class {cls}"
-    ax.set_title(f"{name}: {int(mass * 100)}% region, area ratio {ratio:.3f}", fontsize=9)
+    ax.contour(xs, ys, np.asarray(density.region, dtype=float), levels=[0.5], colors="C3", linewidths=1.5)
+    ax.contour(xs, ys, np.asarray(density.all_region, dtype=float), levels=[0.5], colors="k", linewidths=1,
+               linestyles="--")
+    name = class_name if class_name is not None else f"class {density.cls}"
+    ax.set_title(f"{name}: {int(density.mass * 100)}% region, area ratio {density.ratio:.3f}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     return _save(fig, path)

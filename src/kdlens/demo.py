@@ -30,7 +30,7 @@ DEMO_STUDIES = ("softlabel", "hints", "embedding")
 
 def examples_dir() -> Path:
     """The ``examples/`` folder of the kdlens checkout (the working directory's or the package's)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         if all((base / "examples" / f"{name}.yaml").is_file() for name in DEMO_STUDIES):
             return base / "examples"
     raise KdlensError(

@@ -13,21 +13,20 @@ from kdlens.errors import KdlensError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kdlens.explain.hints import HintSelection
-
 __all__ = ["plot_similarity_heatmap"]
 
 
 def plot_similarity_heatmap(
     similarity: Any,
-    selection: HintSelection | None = None,
+    selection: Any = None,
     names: Sequence[str] | None = None,
     title: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Heatmap of an L×L layer similarity matrix (Agg backend, no pyplot state).
 
-    With a ``selection`` (from ``select_hint_points``): cluster boundaries are drawn as
+    With a ``selection`` (a ``HintSelection`` from ``select_hint_points``, read by its fields
+    ``labels``, ``indices``, ``rule``, ``layer_names``): cluster boundaries are drawn as
     lines between consecutive layers of different clusters, the hint points are marked on
     the diagonal, and the axis ticks sit at the hint points labelled with their 1-based
     indices (as in PURSUhInT's Table 3).  Without one, ticks are 1-based layer indices.

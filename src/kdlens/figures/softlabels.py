@@ -14,6 +14,10 @@ to ``path`` when given (format from the suffix) and returns it:
   one panel per teacher (Müller et al. 2019);
 * :func:`plot_noise_curves` and :func:`plot_pretraining_sweep` — accuracy vs noise scale;
   entropy and student accuracy vs ``T`` per teacher pre-training setting.
+
+Results are read by attribute (the result classes of :mod:`kdlens.explain.softlabels`, or any
+object with the same fields); this module computes nothing and imports nothing of kdlens but
+its errors.
 """
 
 from __future__ import annotations
@@ -28,14 +32,6 @@ from kdlens.errors import KdlensError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from kdlens.explain.softlabels import (
-        EntropyTable,
-        MissingClassResult,
-        NoiseResult,
-        PretrainingResult,
-        TransferSetResult,
-    )
 
 __all__ = [
     "plot_entropy_curves",
@@ -68,21 +64,22 @@ def _finish(fig: Figure, path: str | Path | None, title: str | None = None) -> F
 
 
 def plot_entropy_curves(
-    tables: Mapping[str, EntropyTable],
-    ls_alphas: Sequence[float] | None = None,
-    num_classes: int | None = None,
+    tables: Mapping[str, Any],
+    ls_curve: tuple[Sequence[float], Sequence[float]] | None = None,
     title: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """Mean soft-label entropy vs temperature, one line per teacher, and (when ``ls_alphas``
-    is given) label smoothing's entropy vs α_LS on a second panel with the same y scale."""
-    from kdlens.explain.softlabels.entropy import label_smoothing_entropy_curve
-
+    """Mean soft-label entropy vs temperature, one line per teacher (``EntropyTable``s: fields
+    ``temperatures``, ``mean``, ``max_entropy``), and (when ``ls_curve = (alphas, entropies)``
+    is given, e.g. from ``label_smoothing_entropy_curve``) label smoothing's entropy vs α_LS on
+    a second panel with the same y scale."""
     if not tables:
         raise KdlensError("plot_entropy_curves: no teachers to plot")
     first = next(iter(tables.values()))
-    k = num_classes or first.per_class.shape[1]
-    panels = 2 if ls_alphas else 1
+    if ls_curve is not None and len(ls_curve[0]) != len(ls_curve[1]):
+        raise KdlensError(f"plot_entropy_curves: ls_curve has {len(ls_curve[0])} α_LS values "
+                          f"but {len(ls_curve[1])} entropies")
+    panels = 2 if ls_curve is not None and len(ls_curve[0]) else 1
     fig = _figure(5.2 * panels, 4.0)
     ax = fig.add_subplot(1, panels, 1)
     for name, table in tables.items():
@@ -93,10 +90,9 @@ def plot_entropy_curves(
     ax.set_ylim(0, first.max_entropy * 1.05)
     ax.legend(fontsize=8)
     ax.set_title("teachers")
-    if ls_alphas:
+    if panels == 2:
         ax2 = fig.add_subplot(1, 2, 2, sharey=ax)
-        alphas = list(ls_alphas)
-        ax2.plot(alphas, label_smoothing_entropy_curve(alphas, k), marker="o", ms=3, color="black")
+        ax2.plot(list(ls_curve[0]), list(ls_curve[1]), marker="o", ms=3, color="black")
         ax2.axhline(first.max_entropy, color="grey", ls="--", lw=1)
         ax2.set_xlabel("α_LS")
         ax2.set_title("label smoothing (no similarity)")
@@ -114,9 +110,9 @@ def _heatmap(ax: Any, values: np.ndarray, xticks: Sequence[str], yticks: Sequenc
     return im
 
 
-def plot_missing_class_heatmaps(result: MissingClassResult, title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Accuracy (%) on the removed class: rows = removed class, columns = T (teachers) or α_LS
-    (label-smoothing control)."""
+def plot_missing_class_heatmaps(result: Any, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Accuracy (%) on the removed class of a ``MissingClassResult``: rows = removed class,
+    columns = T (teachers) or α_LS (label-smoothing control)."""
     panels = [(f"teacher: {n}", result.missing_class_accuracy[n], [f"{t:g}" for t in result.temperatures], "T")
               for n in result.teachers]
     if result.ls_alphas:
@@ -136,8 +132,9 @@ def plot_missing_class_heatmaps(result: MissingClassResult, title: str | None = 
     return _finish(fig, path, title)
 
 
-def plot_transfer_set_curves(result: TransferSetResult, title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Test accuracy vs examples per class (log x): entropy-ranked solid, random dashed."""
+def plot_transfer_set_curves(result: Any, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Test accuracy vs examples per class (log x) of a ``TransferSetResult``: entropy-ranked
+    solid, random dashed."""
     fig = _figure(5.6, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     colors: dict[str, Any] = {}
@@ -213,8 +210,8 @@ def plot_projections(
     return _finish(fig, path, title)
 
 
-def plot_noise_curves(result: NoiseResult, title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Student test accuracy vs noise scale, one line per (source, noise type)."""
+def plot_noise_curves(result: Any, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Student test accuracy vs noise scale of a ``NoiseResult``, one line per (source, noise type)."""
     fig = _figure(5.4, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     for (source, noise), acc in result.accuracy.items():
@@ -226,8 +223,9 @@ def plot_noise_curves(result: NoiseResult, title: str | None = None, path: str |
     return _finish(fig, path, title)
 
 
-def plot_pretraining_sweep(result: PretrainingResult, title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Left: mean soft-label entropy vs T per teacher setting; right: the student's accuracy vs T."""
+def plot_pretraining_sweep(result: Any, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """A ``PretrainingResult``. Left: mean soft-label entropy vs T per teacher setting; right: the
+    student's accuracy vs T."""
     fig = _figure(10.4, 4.0)
     ax1 = fig.add_subplot(1, 2, 1)
     ax2 = fig.add_subplot(1, 2, 2)
