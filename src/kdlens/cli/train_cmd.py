@@ -1,13 +1,16 @@
-"""``kdlens train``: one supervised run from flags, a YAML file and key=value overrides."""
+"""``kdlens train``: one supervised run from flags, a YAML file and key=value overrides;
+``--ddp N`` trains it data-parallel on N local processes (torchrun)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
 from kdlens.cli.errors import user_errors_exit_2
 from kdlens.config import TrainConfig, load_config
+from kdlens.errors import KdlensError
 
 
 def split_config_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
@@ -58,8 +61,10 @@ def train(
     download: bool = typer.Option(None, "--download/--no-download"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    ddp: int = typer.Option(None, "--ddp", metavar="N", help="train data-parallel on N processes of this "
+                            "machine (torchrun; gloo on CPU, NCCL on GPU); batch_size stays the global batch"),
 ) -> None:
-    """Train one model (supervised)."""
+    """Train one model (supervised); under torchrun (or with --ddp N) data-parallel."""
     from kdlens.train.run import run_training
 
     path, overrides = split_config_args(args)
@@ -69,5 +74,35 @@ def train(
         budget=budget, download=download,
     )
     cfg = load_config(TrainConfig, path, flags + overrides)
+    if ddp is not None or "WORLD_SIZE" in os.environ:
+        args = [str(path)] if path else []
+        _data_parallel(cfg, ddp, args + flags + overrides, resume, quiet)
+        return
     outcome = run_training(cfg, resume=resume, progress=not quiet)
     typer.echo(outcome.summary())
+
+
+def _data_parallel(cfg: TrainConfig, nproc: int | None, config_args: list[str], resume: bool, quiet: bool) -> None:
+    """In a torchrun process: train this process's share.  Otherwise: check, then start
+    ``nproc`` processes of ``kdlens train CONFIG_ARGS`` under torchrun and wait for them."""
+    from kdlens.train.data_setup import prepare_data
+    from kdlens.train.ddp import check_data_parallel, exit_process, launch_local, run_training_ddp
+
+    if "WORLD_SIZE" in os.environ:
+        world = int(os.environ["WORLD_SIZE"])
+        if nproc is not None and nproc != world:
+            raise KdlensError(f"--ddp {nproc} inside a torchrun job of {world} processes: torchrun already "
+                              "started the processes; leave out --ddp")
+        outcome = run_training_ddp(cfg, resume=resume, progress=not quiet)
+        if int(os.environ.get("RANK", 0)) == 0 and outcome is not None:
+            typer.echo(outcome.summary())
+        exit_process(0)
+    assert nproc is not None
+    if nproc < 1:
+        raise KdlensError(f"--ddp N needs N ≥ 1 processes; got {nproc}")
+    check_data_parallel(cfg, nproc, per_node=nproc)
+    prepare_data(cfg.data)  # a missing dataset or a bad budget fails here, before any process starts
+    flags = ["--resume"] * resume + ["--quiet"] * quiet
+    code = launch_local(nproc, "kdlens.cli", ["train", *config_args, *flags])
+    if code:
+        raise typer.Exit(code)

@@ -1,5 +1,6 @@
 """Data-parallel training of one run with torch DistributedDataParallel, under ``torchrun``.
 
+    kdlens train examples/train.yaml epochs=10 --ddp 2       # launches torchrun (launch_local)
     torchrun --nproc_per_node 2 -m kdlens.train.ddp examples/train.yaml epochs=10
     torchrun --nproc_per_node 4 -m kdlens.train.ddp CONFIG.yaml device=cuda     # one GPU per process
 
@@ -163,6 +164,43 @@ def _setup() -> tuple[int, int, int]:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def check_data_parallel(cfg: TrainConfig, world: int, per_node: int | None = None) -> None:
+    """Refuse (exit 2, before any work) what a data-parallel run of ``cfg`` on ``world``
+    processes, ``per_node`` of them on this machine, cannot do."""
+    if world < 1:
+        raise KdlensError(f"data-parallel training needs at least 1 process; got {world}")
+    if cfg.batch_size < world:
+        raise KdlensError(f"batch_size={cfg.batch_size} is smaller than the {world} processes "
+                          "(batch_size is the global batch, shared by all processes)")
+    if per_node and per_node > 1:
+        if cfg.device.startswith("cuda:"):
+            raise KdlensError(f"device={cfg.device!r} would put all {per_node} processes on one GPU; "
+                              "data-parallel process i uses cuda:i — give device=cuda (or auto)")
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if cfg.device in ("auto", "cuda") and gpus and per_node > gpus:
+            raise KdlensError(f"{per_node} processes but {gpus} GPU(s): NCCL needs one GPU per process; "
+                              f"use at most {gpus} processes, or device=cpu (gloo)")
+
+
+def launch_local(nproc: int, module: str, args: list[str]) -> int:
+    """Run ``python -m MODULE ARGS`` as ``nproc`` processes of this node under torchrun
+    (``torch.distributed.run --standalone``: a free local rendezvous port); the exit code."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", module, *args]
+    return subprocess.run(cmd, check=False).returncode
+
+
+def exit_process(code: int) -> None:
+    """Flush and leave at once, skipping the interpreter's teardown, where gloo/autograd worker
+    threads were seen to abort ("terminate called without an active exception") now and then
+    after a finished run, turning a good run into a failed torchrun job."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     if cfg.device in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
@@ -193,8 +231,7 @@ def run_training_ddp(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
 
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int, device: torch.device) -> RunOutcome:
-    if cfg.batch_size < world:
-        raise KdlensError(f"batch_size={cfg.batch_size} is smaller than the {world} processes")
+    check_data_parallel(cfg, world)
     data = prepare_data(cfg.data)
     default = f"{cfg.model.name}-{cfg.data.name}"
     name = cfg.name or default
@@ -274,10 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - torchrun entry
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Everything is written and the process group is gone; skip the interpreter's teardown, where
-    # gloo/autograd worker threads were seen to abort ("terminate called without an active
-    # exception") now and then after a finished run, turning a good run into a failed torchrun job.
-    os._exit(code)
+    exit_process(main())  # everything is written and the process group is gone
