@@ -129,6 +129,17 @@ def _png(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def _add_png(sec: Section, path: Path, title: str) -> None:
+    """Adds a step's PNG file as a figure, when the step wrote it."""
+    png = _png(path)
+    if png:
+        sec.figures.append(FigureItem(png, title))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _fig_png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
@@ -158,20 +169,37 @@ def _not_run(sec: Section, paper: str, what: str) -> None:
     sec.missing = f"not run yet: {what} (run `kdlens study run {PAPERS[paper][2]}`)"
 
 
+def _finished_steps(data: ReportData, sec: Section, paper: str, kind: str, what: str) -> list[tuple[Study, TaskState]]:
+    """The paper's finished steps of one kind; with none, marks the section not run."""
+    steps = data.steps(paper, kind)
+    if not steps:
+        _not_run(sec, paper, f"no {what} step has finished")
+    return steps
+
+
+def _final_accs(states: Sequence[TaskState]) -> list[float]:
+    return [v for v in (st.metrics.get("final_acc") for st in states) if v is not None]
+
+
+def _axes(width: float, height: float) -> tuple[Any, Any]:
+    """A new figure (Agg canvas, 90 dpi) with one axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=90)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
 # ---------------------------------------------------------------- the soft-label paper
 @section("entropy", "softlabel", "Soft-label entropy vs temperature",
          "Look for: the small-capacity teacher's curve above the large one's at every T (more similarity "
          "information in its soft labels); every curve rising towards log K; label smoothing gaining entropy "
          "with α_LS without any class similarity.")
 def _entropy(data: ReportData, sec: Section) -> None:
-    steps = data.steps("softlabel", "softlabel-entropy")
-    if not steps:
-        return _not_run(sec, "softlabel", "no soft-label entropy step has finished")
-    for study, st in steps:
+    for study, st in _finished_steps(data, sec, "softlabel", "softlabel-entropy", "soft-label entropy"):
         path = Path(st.path)
-        png = _png(path / "entropy.png")
-        if png:
-            sec.figures.append(FigureItem(png, f"{study.name} ({study.scale}): mean entropy of softmax(z/T)"))
+        _add_png(sec, path / "entropy.png", f"{study.name} ({study.scale}): mean entropy of softmax(z/T)")
         rows = [r for r in _read_csv(path / "entropy.csv") if r.get("class") == "all"]
         teachers = list(dict.fromkeys(r["teacher"] for r in rows))
         temps = list(dict.fromkeys(r["T"] for r in rows))
@@ -187,15 +215,11 @@ def _entropy(data: ReportData, sec: Section) -> None:
          "Look for: students recognising a class they never saw (high accuracy on the removed class) once T is "
          "large enough — the similarity information of soft labels; the label-smoothing control staying near 0 %.")
 def _missing(data: ReportData, sec: Section) -> None:
-    steps = data.steps("softlabel", "missing-class")
-    if not steps:
-        return _not_run(sec, "softlabel", "no missing-class step has finished")
-    for study, st in steps:
+    for study, st in _finished_steps(data, sec, "softlabel", "missing-class", "missing-class"):
         path = Path(st.path)
-        png = _png(path / "missing_class.png")
-        if png:
-            sec.figures.append(FigureItem(png, f"{study.name}: accuracy (%) on the removed class, per removed class and T"))
-        res = json.loads((path / "missing_class.json").read_text()) if (path / "missing_class.json").is_file() else None
+        _add_png(sec, path / "missing_class.png",
+                 f"{study.name}: accuracy (%) on the removed class, per removed class and T")
+        res = _read_json(path / "missing_class.json")
         if not res:
             continue
         temps = res["temperatures"]
@@ -220,17 +244,12 @@ def _missing(data: ReportData, sec: Section) -> None:
          "examples at small N, with the gap closing as N grows; the image grid shows which examples carry the most "
          "similarity information.")
 def _transfer(data: ReportData, sec: Section) -> None:
-    steps = data.steps("softlabel", "transfer-set")
-    if not steps:
-        return _not_run(sec, "softlabel", "no transfer-set step has finished")
-    for study, st in steps:
+    for study, st in _finished_steps(data, sec, "softlabel", "transfer-set", "transfer-set"):
         path = Path(st.path)
         for name, title in (("transfer_set.png", "student test accuracy vs examples per class"),
                             ("top_entropy.png", "highest-entropy training examples per class")):
-            png = _png(path / name)
-            if png:
-                sec.figures.append(FigureItem(png, f"{study.name}: {title}"))
-        res = json.loads((path / "transfer_set.json").read_text()) if (path / "transfer_set.json").is_file() else None
+            _add_png(sec, path / name, f"{study.name}: {title}")
+        res = _read_json(path / "transfer_set.json")
         if not res:
             continue
         ns = res["ns"]
@@ -253,14 +272,9 @@ def _transfer(data: ReportData, sec: Section) -> None:
          "Look for: how tightly each class clusters around its template (stars) — tight, separated clusters mean "
          "little similarity between classes in the soft labels; spread towards the other templates means more.")
 def _projection(data: ReportData, sec: Section) -> None:
-    steps = data.steps("softlabel", "projection")
-    if not steps:
-        return _not_run(sec, "softlabel", "no projection step has finished")
-    for study, st in steps:
-        png = _png(Path(st.path) / "projection.png")
-        if png:
-            sec.figures.append(FigureItem(png, f"{study.name}: test activations on the plane of classes "
-                                               f"{st.metrics.get('classes')}' templates, one panel per teacher"))
+    for study, st in _finished_steps(data, sec, "softlabel", "projection", "projection"):
+        _add_png(sec, Path(st.path) / "projection.png", f"{study.name}: test activations on the plane of classes "
+                                                        f"{st.metrics.get('classes')}' templates, one panel per teacher")
         rows = _read_csv(Path(st.path) / "projection.csv")
         if rows:
             teachers = list(dict.fromkeys(r["teacher"] for r in rows))
@@ -285,16 +299,11 @@ def _projection(data: ReportData, sec: Section) -> None:
          "Look for: blocks of high similarity along the diagonal (the clusters, separated by lines); the proposed "
          "hint points (red circles, cluster centres) against the conventional ones (white crosses, ends of stages).")
 def _hint_points(data: ReportData, sec: Section) -> None:
-    steps = data.steps("hints", "hint-search")
-    if not steps:
-        return _not_run(sec, "hints", "no hint-search step has finished")
-    for study, st in steps:
+    for study, st in _finished_steps(data, sec, "hints", "hint-search", "hint-search"):
         path = Path(st.path)
-        png = _png(path / "hints.png")
         m = st.metrics
-        if png:
-            sec.figures.append(FigureItem(png, f"{study.name}: {m.get('metric', '')} similarity of the "
-                                               f"{m.get('layers', '?')} layers of {m.get('teacher_model', 'the teacher')}"))
+        _add_png(sec, path / "hints.png", f"{study.name}: {m.get('metric', '')} similarity of the "
+                                          f"{m.get('layers', '?')} layers of {m.get('teacher_model', 'the teacher')}")
         rows = _read_csv(path / "clusters.csv")
         table = Table("hint_clusters", ["cluster", "layers (1-based)", "size", "proposed point", "layer",
                                         "conventional point", "conv. layer"], [],
@@ -309,6 +318,11 @@ def _hint_points(data: ReportData, sec: Section) -> None:
 HINT_LABELS = {"conventional": "conventional points", "auto": "proposed (cluster centres)"}
 
 
+def _level(st: TaskState, key: str) -> str:
+    """A task's grid level for ``key``, else its config value, as a string."""
+    return str(st.task.levels.get(key, st.task.config.get(key)))
+
+
 @section("hint-accuracy", "hints", "Baseline vs proposed hint points",
          "Look for: for each method, students distilled from the proposed points reaching at least the accuracy of "
          "the conventional points (PURSUhInT Table 4), and both above the student trained alone.")
@@ -319,18 +333,15 @@ def _hint_accuracy(data: ReportData, sec: Section) -> None:
         if not runs:
             continue
         found = True
-        methods = list(dict.fromkeys(str(st.task.levels.get("method", st.task.config.get("method"))) for st in runs))
-        hints = list(dict.fromkeys(str(st.task.levels.get("hints", st.task.config.get("hints"))) for st in runs))
+        methods = list(dict.fromkeys(_level(st, "method") for st in runs))
+        hints = list(dict.fromkeys(_level(st, "hints") for st in runs))
         cols = [HINT_LABELS.get(h, f"hints {h}") for h in hints]
         table = Table("hint_accuracy", ["student", *cols, "Δ (last − first)"], [],
                       "final test accuracy (%), mean ± std over seeds")
         for method in methods:
             cells, means = [], []
             for h in hints:
-                vals = [st.metrics.get("final_acc") for st in runs
-                        if str(st.task.levels.get("method", st.task.config.get("method"))) == method
-                        and str(st.task.levels.get("hints", st.task.config.get("hints"))) == h]
-                vals = [v for v in vals if v is not None]
+                vals = _final_accs([st for st in runs if _level(st, "method") == method and _level(st, "hints") == h])
                 cells.append(fmt(vals))
                 means.append(mean_std(vals)[0] if vals else None)
                 table.numbers += [{"study": study.name, "method": method, "hints": h, "final_acc": v} for v in vals]
@@ -338,8 +349,7 @@ def _hint_accuracy(data: ReportData, sec: Section) -> None:
             table.rows.append([method, *cells, delta])
         for st_kind, label in (("alone", "student alone"), ("teacher", "teacher")):
             group = data.option(study, f"{st_kind}_group", st_kind)
-            vals = [st.metrics.get("final_acc") for st in data.done(study, "train", group)]
-            vals = [v for v in vals if v is not None]
+            vals = _final_accs(data.done(study, "train", group))
             if vals:
                 table.rows.append([label, fmt(vals), *["" for _ in hints[1:]], ""])
                 table.numbers += [{"study": study.name, "method": label, "hints": None, "final_acc": v} for v in vals]
@@ -379,8 +389,7 @@ def _budget(data: ReportData, sec: Section) -> None:
         for b in budgets:
             cells, means, n_folds = [], {}, 0
             for role, sts in by_role.items():
-                vals = [st.metrics.get("final_acc") for st in sts if st.task.levels["data.budget"] == b]
-                vals = [v for v in vals if v is not None]
+                vals = _final_accs([st for st in sts if st.task.levels["data.budget"] == b])
                 n_folds = max(n_folds, len(vals))
                 cells.append(fmt(vals))
                 means[role] = mean_std(vals)[0] if vals else None
@@ -412,12 +421,7 @@ def _budget(data: ReportData, sec: Section) -> None:
 
 
 def _budget_plot(budgets: list[Any], series: dict[str, list[float | None]]):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.0, 3.4), dpi=90)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = _axes(5.0, 3.4)
     xs = [float(b) for b in budgets]
     for role, ys in series.items():
         pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
@@ -442,10 +446,13 @@ def _embedding_steps(data: ReportData) -> list[tuple[Study, TaskState]]:
     return sorted(data.steps("embedding", "embedding"), key=key)
 
 
-def _per_budget(steps: list[tuple[Study, TaskState]]) -> dict[tuple[str, Any], list[TaskState]]:
+def _embedding_budgets(data: ReportData, sec: Section) -> dict[tuple[str, Any], list[TaskState]]:
+    """The finished embedding steps by (study, label budget); with none, marks the section not run."""
     out: dict[tuple[str, Any], list[TaskState]] = {}
-    for study, st in steps:
+    for study, st in _embedding_steps(data):
         out.setdefault((study.name, st.task.levels.get("data.budget", "all")), []).append(st)
+    if not out:
+        _not_run(sec, "embedding", "no embedding step has finished")
     return out
 
 
@@ -453,12 +460,12 @@ def _per_budget(steps: list[tuple[Study, TaskState]]) -> dict[tuple[str, Any], l
          "Look for: classes separating progressively from A (early) to E (logits); at the late layers, tighter and "
          "better separated class clusters for the distilled student (bottom row) than the undistilled one (top row).")
 def _embeddings(data: ReportData, sec: Section) -> None:
-    steps = _embedding_steps(data)
-    if not steps:
-        return _not_run(sec, "embedding", "no embedding step has finished")
+    budgets = _embedding_budgets(data, sec)
+    if not budgets:
+        return
     table = Table("embedding_quality", ["labels", "model", "point", "layer", "trustworthiness", "kNN preservation",
                                         "kNN accuracy"], [], "embedding quality (Ivis), mean ± std over folds")
-    for (name, budget), sts in _per_budget(steps).items():
+    for (name, budget), sts in budgets.items():
         first = Path(sts[0].path)
         for png_path in sorted(first.glob("scatter_*.png")):
             method = png_path.stem.split("_", 1)[1]
@@ -478,11 +485,11 @@ def _embeddings(data: ReportData, sec: Section) -> None:
          "Look for: per layer, how the converged triplet loss of the distilled student (D) compares with the "
          "undistilled one (UD) — a lower loss means neighbourhoods that are easier to preserve in 2-D (Table 2).")
 def _ivis_loss(data: ReportData, sec: Section) -> None:
-    steps = _embedding_steps(data)
-    if not steps:
-        return _not_run(sec, "embedding", "no embedding step has finished")
+    budgets = _embedding_budgets(data, sec)
+    if not budgets:
+        return
     any_rows = False
-    for (name, budget), sts in _per_budget(steps).items():
+    for (name, budget), sts in budgets.items():
         rows = [r for st in sts for r in _read_csv(Path(st.path) / "metrics.csv") if r["method"] == "ivis"]
         if not rows:
             continue
@@ -511,10 +518,10 @@ def _ivis_loss(data: ReportData, sec: Section) -> None:
 def _class_area(data: ReportData, sec: Section) -> None:
     from kdlens.figures.embed import plot_class_area_boxplots
 
-    steps = _embedding_steps(data)
-    if not steps:
-        return _not_run(sec, "embedding", "no embedding step has finished")
-    for (name, budget), sts in _per_budget(steps).items():
+    budgets = _embedding_budgets(data, sec)
+    if not budgets:
+        return
+    for (name, budget), sts in budgets.items():
         rows = [r for st in sts for r in _read_csv(Path(st.path) / "class_areas.csv")]
         if not rows:
             continue
@@ -542,13 +549,13 @@ def _class_area(data: ReportData, sec: Section) -> None:
          "Look for: a higher within-superclass r² for the distilled student than the undistilled one (the teacher's "
          "knowledge of which classes resemble each other), measured against the between-superclass baseline (Fig. 5).")
 def _superclass(data: ReportData, sec: Section) -> None:
-    steps = _embedding_steps(data)
-    if not steps:
-        return _not_run(sec, "embedding", "no embedding step has finished")
+    budgets = _embedding_budgets(data, sec)
+    if not budgets:
+        return
     table = Table("superclass", ["labels", "model", "within r²", "between r²", "within − between"], [],
                   "mean r² between class outputs (softmax), mean ± std over folds")
     bars: dict[str, dict[str, float]] = {}
-    for (name, budget), sts in _per_budget(steps).items():
+    for (name, budget), sts in budgets.items():
         rows = [r for st in sts for r in _read_csv(Path(st.path) / "superclass.csv")]
         for model in dict.fromkeys(r["model"] for r in rows):
             sel = [r for r in rows if r["model"] == model]
@@ -567,12 +574,7 @@ def _superclass(data: ReportData, sec: Section) -> None:
 
 
 def _superclass_plot(bars: dict[str, dict[str, float]]):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(1.6 + 1.4 * len(bars), 3.2), dpi=90)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = _axes(1.6 + 1.4 * len(bars), 3.2)
     models = list(dict.fromkeys(m for v in bars.values() for m in v))
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
