@@ -202,6 +202,19 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=default, allow_nan=True))
 
 
+def _out_dir(out: str) -> Path:
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _write_sweep(out_dir: Path, stem: str, result: Any, meta: dict[str, Any]) -> None:
+    """Writes a student sweep's rows (``stem``.csv) and summary (``stem``.json), and says so."""
+    _write_csv(out_dir / f"{stem}.csv", result.rows())
+    _write_json(out_dir / f"{stem}.json", {**meta, **result.to_dict()})
+    typer.echo(f"{len(result.rows())} students in {result.seconds:.1f}s; wrote {stem}.png/.csv/.json to {out_dir}")
+
+
 def _logits(setup: _Setup) -> dict[str, Any]:
     from kdlens.explain.softlabels import teacher_logits
 
@@ -278,8 +291,7 @@ def entropy_cmd(
     ls_curve = label_smoothing_entropy_curve(alphas, data.num_classes)
     rows += [{"teacher": "label smoothing", "alpha_ls": a, "class": "all", "class_id": -1, "mean_entropy": float(h)}
              for a, h in zip(alphas, ls_curve)]
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(out)
     plot_entropy_curves(tables, (alphas, ls_curve), title=f"soft-label entropy ({dataset}, {split})",
                         path=out_dir / "entropy.png")
     _write_csv(out_dir / "entropy.csv", rows)
@@ -335,14 +347,11 @@ def missing_class_cmd(
     chosen = _classes(classes, setup.train.classes)
     settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet, batches)
     result = missing_class_test(student, setup.train, setup.test, _logits(setup), chosen, ts, alphas, settings)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(out)
     plot_missing_class_heatmaps(result, title=f"missing-class test ({dataset}, {student})",
                                 path=out_dir / "missing_class.png")
-    _write_csv(out_dir / "missing_class.csv", result.rows())
-    _write_json(out_dir / "missing_class.json", {"dataset": dataset, "student": student, "epochs": epochs,
-                                                 "batches": batches, **result.to_dict()})
-    typer.echo(f"{len(result.rows())} students in {result.seconds:.1f}s; wrote missing_class.png/.csv/.json to {out_dir}")
+    _write_sweep(out_dir, "missing_class", result,
+                 {"dataset": dataset, "student": student, "epochs": epochs, "batches": batches})
 
 
 @softlabels_app.command("transfer-set")
@@ -391,16 +400,13 @@ def transfer_set_cmd(
     settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet)
     result = entropy_ranked_transfer_sets(student, setup.train, setup.test, _logits(setup), counts, rank_t,
                                           distill_t, seeds, min_steps, settings)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(out)
     plot_transfer_set_curves(result, title=f"{dataset}, {student}", path=out_dir / "transfer_set.png")
     for name, idx in result.top_examples.items():
         plot_image_grid(setup.train.images, idx, setup.train.classes,
                         title=f"highest-entropy examples at T = {rank_t:g} ({name})",
                         path=out_dir / f"transfer_set_top_entropy_{name}.png")
-    _write_csv(out_dir / "transfer_set.csv", result.rows())
-    _write_json(out_dir / "transfer_set.json", {"dataset": dataset, "student": student, **result.to_dict()})
-    typer.echo(f"{len(result.rows())} students in {result.seconds:.1f}s; wrote transfer_set.png/.csv/.json to {out_dir}")
+    _write_sweep(out_dir, "transfer_set", result, {"dataset": dataset, "student": student})
 
 
 @softlabels_app.command("projection")
@@ -446,8 +452,7 @@ def projection_cmd(
         rows += [{"teacher": name, "index": int(i), "class_id": int(labels[i]), "class": data.classes[labels[i]],
                   "x": float(cx), "y": float(cy)} for i, (cx, cy) in zip(idx, coords)]
         summary[name] = {"template_coords": proj.template_coords_}
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(out)
     plot_projections(panels, chosen, data.classes, title=f"penultimate layer, templates of classes {chosen}",
                      path=out_dir / "projection.png")
     _write_csv(out_dir / "projection.csv", rows)
