@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlens.data.catalog import default_data_root, register_dataset
+from kdlens.data.catalog import Loader, default_data_root, register_dataset
 from kdlens.data.cifar_format import CifarFormatError, read_cifar_batch, read_label_names
 from kdlens.data.dataset import Dataset
 from kdlens.data.sources.files import not_found, search_roots
@@ -39,6 +39,7 @@ class CifarSpec:
     """What differs between CIFAR-10 and CIFAR-100."""
 
     name: str
+    description: str  # one line for ``kdlens data list``
     folder: str
     torchvision_class: str
     files: dict[str, tuple[str, ...]]
@@ -55,6 +56,7 @@ class CifarSpec:
 
 CIFAR10 = CifarSpec(
     name="cifar10",
+    description="CIFAR-10: 50,000/10,000 RGB 32×32 images, 10 classes (python pickles)",
     folder="cifar-10-batches-py",
     torchvision_class="CIFAR10",
     files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
@@ -67,6 +69,7 @@ CIFAR10 = CifarSpec(
 )
 CIFAR100 = CifarSpec(
     name="cifar100",
+    description="CIFAR-100: 50,000/10,000 RGB 32×32 images, 100 classes in 20 superclasses",
     folder="cifar-100-python",
     torchvision_class="CIFAR100",
     files={"train": ("train",), "test": ("test",)},
@@ -166,23 +169,15 @@ def load_cifar_split(spec: CifarSpec, split: str, root: Path | None, download: b
     )
 
 
-@register_dataset(
-    "cifar10",
-    mean=CIFAR10.mean,
-    std=CIFAR10.std,
-    description="CIFAR-10: 50,000/10,000 RGB 32×32 images, 10 classes (python pickles)",
-    needs_files=True,
-)
-def load_cifar10(split: str, root: Path | None, download: bool) -> Dataset:
-    return load_cifar_split(CIFAR10, split, root, download)
+def _register(spec: CifarSpec) -> Loader:
+    """Registers ``spec`` as a dataset read by :func:`load_cifar_split`; returns its loader."""
+
+    def load(split: str, root: Path | None, download: bool) -> Dataset:
+        return load_cifar_split(spec, split, root, download)
+
+    return register_dataset(spec.name, mean=spec.mean, std=spec.std, description=spec.description,
+                            needs_files=True)(load)
 
 
-@register_dataset(
-    "cifar100",
-    mean=CIFAR100.mean,
-    std=CIFAR100.std,
-    description="CIFAR-100: 50,000/10,000 RGB 32×32 images, 100 classes in 20 superclasses",
-    needs_files=True,
-)
-def load_cifar100(split: str, root: Path | None, download: bool) -> Dataset:
-    return load_cifar_split(CIFAR100, split, root, download)
+load_cifar10 = _register(CIFAR10)
+load_cifar100 = _register(CIFAR100)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlens.data.catalog import default_data_root, register_dataset
+from kdlens.data.catalog import Loader, default_data_root, register_dataset
 from kdlens.data.dataset import Dataset
 from kdlens.data.idx_format import IdxFormatError, read_idx
 from kdlens.data.sources.files import first_existing, not_found, search_roots
@@ -52,6 +52,7 @@ class IdxDatasetSpec:
     """What differs between the IDX datasets."""
 
     name: str
+    description: str  # one line for ``kdlens data list``
     torchvision_class: str  # also the folder name torchvision uses under root
     classes: list[str]
     mean: tuple[float, ...]
@@ -151,33 +152,28 @@ def _ways(spec: IdxDatasetSpec, system_dirs: tuple[Path, ...]) -> list[str]:
 
 FASHION_MNIST = IdxDatasetSpec(
     name="fashion-mnist",
+    description="Fashion-MNIST: 60,000/10,000 grey 28×28 clothing images, 10 classes (IDX files)",
     torchvision_class="FashionMNIST",
     classes=FASHION_MNIST_CLASSES,
     mean=(0.2860,),
     std=(0.3530,),
     apt_package="dataset-fashion-mnist",
 )
-MNIST = IdxDatasetSpec(name="mnist", torchvision_class="MNIST", classes=MNIST_CLASSES, mean=(0.1307,), std=(0.3081,))
+MNIST = IdxDatasetSpec(name="mnist", torchvision_class="MNIST", classes=MNIST_CLASSES, mean=(0.1307,), std=(0.3081,),
+                       description="MNIST: 60,000/10,000 grey 28×28 handwritten digits (IDX files via torchvision)")
 
 
-@register_dataset(
-    "fashion-mnist",
-    mean=FASHION_MNIST.mean,
-    std=FASHION_MNIST.std,
-    description="Fashion-MNIST: 60,000/10,000 grey 28×28 clothing images, 10 classes (IDX files)",
-    needs_files=True,
-)
-def load_fashion_mnist(split: str, root: Path | None, download: bool) -> Dataset:
-    # DEBIAN_FASHION_MNIST_DIR is read at call time so it can be redirected (tests)
-    return load_idx_split(FASHION_MNIST, split, root, download, system_dirs=(DEBIAN_FASHION_MNIST_DIR,))
+def _register(spec: IdxDatasetSpec) -> Loader:
+    """Registers ``spec`` as a dataset read by :func:`load_idx_split`; returns its loader."""
+
+    def load(split: str, root: Path | None, download: bool) -> Dataset:
+        # the Debian folder is read at call time so it can be redirected (tests)
+        system_dirs = (DEBIAN_FASHION_MNIST_DIR,) if spec is FASHION_MNIST else ()
+        return load_idx_split(spec, split, root, download, system_dirs=system_dirs)
+
+    return register_dataset(spec.name, mean=spec.mean, std=spec.std, description=spec.description,
+                            needs_files=True)(load)
 
 
-@register_dataset(
-    "mnist",
-    mean=MNIST.mean,
-    std=MNIST.std,
-    description="MNIST: 60,000/10,000 grey 28×28 handwritten digits (IDX files via torchvision)",
-    needs_files=True,
-)
-def load_mnist(split: str, root: Path | None, download: bool) -> Dataset:
-    return load_idx_split(MNIST, split, root, download)
+load_fashion_mnist = _register(FASHION_MNIST)
+load_mnist = _register(MNIST)
