@@ -50,6 +50,30 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
+def _per_point_axes(
+    by_model: Mapping[str, Mapping[str, Any]], what: str, inch_per_item: float, margin: float, height: float
+) -> tuple[Figure, Any, list[str], list[str]]:
+    """Figure and axes for one group per extraction point, one item per model; also the models and points."""
+    if not by_model:
+        raise KdlensError(f"no {what} to plot")
+    models = list(by_model)
+    points = list(dict.fromkeys(p for m in models for p in by_model[m]))
+    fig = _figure(inch_per_item * len(points) * max(1, len(models)) + margin, height)
+    return fig, fig.add_subplot(1, 1, 1), models, points
+
+
+def _finish_per_point(fig: Figure, ax: Any, points: list[str], ylabel: str, title: str | None,
+                      path: str | Path | None) -> Figure:
+    ax.set_xticks(range(len(points)))
+    ax.set_xticklabels(points)
+    ax.set_xlabel("extraction point")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
+    return _save(fig, path)
+
+
 def _class_colors(n: int) -> list[Any]:
     from matplotlib import colormaps
 
@@ -114,12 +138,7 @@ def plot_class_area_boxplots(
 ) -> Figure:
     """Box plots of class-area ratios: ``ratios[model][point]`` = the per-class ratios (e.g. of all
     folds); one group per point, one box per model (Lee & Wallraven Fig. 8)."""
-    if not ratios:
-        raise KdlensError("no class-area ratios to plot")
-    models = list(ratios)
-    points = list(dict.fromkeys(p for m in models for p in ratios[m]))
-    fig = _figure(1.3 * len(points) * max(1, len(models)) + 1.5, 3.6)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax, models, points = _per_point_axes(ratios, "class-area ratios", 1.3, 1.5, 3.6)
     width = 0.8 / len(models)
     colors = _class_colors(max(len(models), 2))
     for i, model in enumerate(models):
@@ -133,14 +152,7 @@ def plot_class_area_boxplots(
             patch.set_facecolor(colors[i])
             patch.set_alpha(0.7)
         ax.plot([], [], color=colors[i], lw=6, alpha=0.7, label=model)
-    ax.set_xticks(range(len(points)))
-    ax.set_xticklabels(points)
-    ax.set_xlabel("extraction point")
-    ax.set_ylabel("class area / area of all points")
-    if title:
-        ax.set_title(title)
-    ax.legend(frameon=False)
-    return _save(fig, path)
+    return _finish_per_point(fig, ax, points, "class area / area of all points", title, path)
 
 
 def plot_class_density(
@@ -181,12 +193,7 @@ def plot_ivis_loss(
 ) -> Figure:
     """Bars of the converged Ivis loss per point (x) and model (colour); a sequence of values
     (folds) is drawn as its mean with a min–max error bar. Lee & Wallraven Table 2 as a figure."""
-    if not losses:
-        raise KdlensError("no Ivis losses to plot")
-    models = list(losses)
-    points = list(dict.fromkeys(p for m in models for p in losses[m]))
-    fig = _figure(1.0 * len(points) * max(1, len(models)) + 2.0, 3.4)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax, models, points = _per_point_axes(losses, "Ivis losses", 1.0, 2.0, 3.4)
     width = 0.8 / len(models)
     colors = _class_colors(max(len(models), 2))
     for i, model in enumerate(models):
@@ -200,14 +207,7 @@ def plot_ivis_loss(
             lo.append(vals.mean() - vals.min())
             hi.append(vals.max() - vals.mean())
         ax.bar(xs, means, width=width * 0.9, color=colors[i], label=model, yerr=[lo, hi], capsize=2)
-    ax.set_xticks(range(len(points)))
-    ax.set_xticklabels(points)
-    ax.set_xlabel("extraction point")
-    ax.set_ylabel("Ivis loss (best epoch)")
-    if title:
-        ax.set_title(title)
-    ax.legend(frameon=False)
-    return _save(fig, path)
+    return _finish_per_point(fig, ax, points, "Ivis loss (best epoch)", title, path)
 
 
 def plot_toy_check(results: Mapping[str, Any], xy: Any, quadrant: Any, path: str | Path | None = None) -> Figure:
