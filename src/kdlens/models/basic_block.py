@@ -1,6 +1,7 @@
 """The ResNet basic block (He et al. 2016, *Deep residual learning for image recognition*, CVPR, Fig. 2 left).
 
-Shared by the CIFAR ResNets and the ImageNet ResNet-18/34. Parameter names follow the
+Shared by the CIFAR ResNets and the ImageNet ResNet-18/34; the initialisation, stage names and
+pooled classifier here serve every conv net of the zoo. Parameter names follow the
 common convention (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``downsample.0/1``) so that
 ImageNet checkpoints in that layout load unchanged.
 """
@@ -67,4 +68,16 @@ def stage_names(prefix: str, counts: list[int]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(f"{prefix}{s + 1}.{i}" for i in range(n)) for s, n in enumerate(counts))
 
 
-__all__ = ["BasicBlock", "conv3x3", "init_weights", "make_stage", "stage_names"]
+def add_pooled_classifier(
+    model: nn.Module, features: int, num_classes: int, hint_stages: tuple[tuple[str, ...], ...]
+) -> None:
+    """Ends a conv net: ``avgpool`` → ``penultimate`` → ``fc``, its hint layers, then :func:`init_weights`."""
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.penultimate = nn.Flatten(1)
+    model.fc = nn.Linear(features, num_classes)
+    model.hint_stages = hint_stages
+    model.hint_blocks = sum(hint_stages, ())
+    init_weights(model)
+
+
+__all__ = ["BasicBlock", "add_pooled_classifier", "conv3x3", "init_weights", "make_stage", "stage_names"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kdlens.models.basic_block import init_weights
+from kdlens.models.basic_block import add_pooled_classifier
 from kdlens.models.registry import register_model
 
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -73,12 +73,7 @@ class MobileNetV2(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.head = conv_bn_relu(planes, last, 1)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.penultimate = nn.Flatten(1)
-        self.fc = nn.Linear(last, num_classes)
-        self.hint_stages = tuple(tuple(s) for s in stages)
-        self.hint_blocks = sum(self.hint_stages, ())
-        init_weights(self)
+        add_pooled_classifier(self, last, num_classes, tuple(tuple(s) for s in stages))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.head(self.blocks(self.stem(x)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlens.models.basic_block import conv3x3, init_weights, make_stage, stage_names
+from kdlens.models.basic_block import add_pooled_classifier, conv3x3, make_stage, stage_names
 from kdlens.models.registry import register_model
 
 
@@ -39,12 +39,7 @@ class CifarResNet(nn.Module):
         self.layer1 = make_stage(widths[0], widths[1], n, stride=1)
         self.layer2 = make_stage(widths[1], widths[2], n, stride=2)
         self.layer3 = make_stage(widths[2], widths[3], n, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.penultimate = nn.Flatten(1)
-        self.fc = nn.Linear(widths[3], num_classes)
-        self.hint_stages = stage_names("layer", [n, n, n])
-        self.hint_blocks = sum(self.hint_stages, ())
-        init_weights(self)
+        add_pooled_classifier(self, widths[3], num_classes, stage_names("layer", [n, n, n]))
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlens.errors import KdlensError
-from kdlens.models.basic_block import init_weights, make_stage, stage_names
+from kdlens.models.basic_block import add_pooled_classifier, make_stage, stage_names
 from kdlens.models.registry import register_model
 
 BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
@@ -47,12 +47,7 @@ class ImageNetResNet(nn.Module):
         for s, n in enumerate(blocks):
             stage = make_stage(widths[s], widths[s + 1], n, stride=1 if s == 0 else 2)
             setattr(self, f"layer{s + 1}", stage)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.penultimate = nn.Flatten(1)
-        self.fc = nn.Linear(512, num_classes)
-        self.hint_stages = stage_names("layer", blocks)
-        self.hint_blocks = sum(self.hint_stages, ())
-        init_weights(self)
+        add_pooled_classifier(self, 512, num_classes, stage_names("layer", blocks))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(F.relu(self.bn1(self.conv1(self.upsample(x)))))

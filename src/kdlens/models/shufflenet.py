@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlens.models.basic_block import init_weights, stage_names
+from kdlens.models.basic_block import add_pooled_classifier, stage_names
 from kdlens.models.registry import register_model
 
 
@@ -77,12 +77,7 @@ class ShuffleNetV1(nn.Module):
             units += [ShuffleUnit(planes, planes, 1, groups, True) for _ in range(blocks - 1)]
             setattr(self, f"layer{s + 1}", nn.Sequential(*units))
             in_planes = planes
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.penultimate = nn.Flatten(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        self.hint_stages = stage_names("layer", list(num_blocks))
-        self.hint_blocks = sum(self.hint_stages, ())
-        init_weights(self)
+        add_pooled_classifier(self, in_planes, num_classes, stage_names("layer", list(num_blocks)))
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

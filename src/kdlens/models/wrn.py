@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlens.models.basic_block import conv3x3, init_weights, stage_names
+from kdlens.models.basic_block import add_pooled_classifier, conv3x3, stage_names
 from kdlens.models.registry import register_model
 
 
@@ -60,12 +60,7 @@ class WideResNet(nn.Module):
             blocks += [PreActBlock(widths[s + 1], widths[s + 1], 1, dropout) for _ in range(n - 1)]
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
         self.bn = nn.BatchNorm2d(widths[3])
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.penultimate = nn.Flatten(1)
-        self.fc = nn.Linear(widths[3], num_classes)
-        self.hint_stages = stage_names("layer", [n, n, n])
-        self.hint_blocks = sum(self.hint_stages, ())
-        init_weights(self)
+        add_pooled_classifier(self, widths[3], num_classes, stage_names("layer", [n, n, n]))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
