@@ -40,21 +40,14 @@ def hints(
     """
     from kdlens.data import load_dataset
     from kdlens.errors import KdlensError, unknown_name
-    from kdlens.explain.hint_search import dataset_key, dataset_prepare, find_hint_points
-    from kdlens.explain.hints import HINT_RULES
-    from kdlens.explain.representations import REPRESENTATION_FORMS, candidate_layers
-    from kdlens.explain.similarity import metric_names
+    from kdlens.explain.hint_search import check_search_options, dataset_key, dataset_prepare, find_hint_points
+    from kdlens.explain.representations import candidate_layers
     from kdlens.store import RunDir
     from kdlens.train.teacher import load_teacher, resolve_checkpoint
     from kdlens.train.trainer import resolve_device
 
     # ---- everything is checked before any work or any file is written
-    if metric not in metric_names():
-        raise unknown_name("similarity metric", metric, metric_names())
-    if rule not in HINT_RULES:
-        raise unknown_name("hint rule", rule, ["centre", "medoid", "last"])
-    if form not in REPRESENTATION_FORMS:
-        raise unknown_name("tap form", form, REPRESENTATION_FORMS)
+    check_search_options(metric, rule, form)
     if checkpoint not in ("last", "best"):
         raise unknown_name("checkpoint", checkpoint, ["last", "best"])
     if torch_threads is not None and torch_threads < 1:

@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_N",
     "HintSearchResult",
     "auto_hint_layers",
+    "check_search_options",
     "conventional_indices",
     "dataset_key",
     "dataset_prepare",
@@ -289,6 +290,18 @@ class HintSearchResult:
 
 
 # ------------------------------------------------------------------------- search
+def check_search_options(metric: str, rule: str, form: str) -> None:
+    """Unknown similarity metric, hint rule or tap form → KdlensError with the allowed names."""
+    from kdlens.explain.similarity import metric_names
+
+    if metric not in metric_names():
+        raise unknown_name("similarity metric", metric, metric_names())
+    if rule not in HINT_RULES:
+        raise unknown_name("hint rule", rule, ["centre", "medoid", "last"])
+    if form not in REPRESENTATION_FORMS:
+        raise unknown_name("tap form", form, REPRESENTATION_FORMS)
+
+
 def find_hint_points(
     model: nn.Module,
     images: Tensor,
@@ -329,15 +342,10 @@ def find_hint_points(
     Inputs are checked before any forward pass; bad ones raise
     :class:`~kdlens.errors.KdlensError`.
     """
-    from kdlens.explain.similarity import metric_names, similarity_matrix
+    from kdlens.explain.similarity import similarity_matrix
 
     t_start = time.perf_counter()
-    if metric not in metric_names():
-        raise unknown_name("similarity metric", metric, metric_names())
-    if rule not in HINT_RULES:
-        raise unknown_name("hint rule", rule, ["centre", "medoid", "last"])
-    if form not in REPRESENTATION_FORMS:
-        raise unknown_name("tap form", form, REPRESENTATION_FORMS)
+    check_search_options(metric, rule, form)
     names = list(layers) if layers is not None else candidate_layers(model, form)
     k = _check_k(k, len(names), model)
     rows = sample_indices(len(images) if pool is None else pool, n, seed)
