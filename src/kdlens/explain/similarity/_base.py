@@ -2,7 +2,7 @@
 
 A metric splits its work into a per-layer part (``prepare``: centring, normalisation,
 an orthonormal basis …) and a per-pair part (``pair``).  The pairwise functions
-(``linear_cka(x, y)`` …) call ``prepare`` twice and ``pair`` once; ``similarity_matrix``
+(``linear_cka(x, y)`` …) call ``between``: ``prepare`` twice and ``pair`` once; ``similarity_matrix``
 calls ``prepare`` once per layer and then, per layer pair, ``pair`` — or, for metrics that
 expose a cross operand, ``pair_from_cross`` on a block of one batched product — so both
 run the same formula code and the matrix costs L preparations plus L(L−1)/2 cheap pair
@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from kdlens.explain.similarity._input import check_same_examples
 from kdlens.registry import Registry
 
 __all__ = ["PairwiseMetric", "SIMILARITY_METRICS", "register_metric"]
@@ -38,6 +39,13 @@ class PairwiseMetric(ABC):
     @abstractmethod
     def pair(self, a: Any, b: Any) -> float:
         """Similarity of two prepared layers (same examples)."""
+
+    def between(self, x: Any, y: Any) -> float:
+        """Similarity of two raw representations of the same examples: ``pair`` of both ``prepare``s."""
+        a = self.prepare(x, "x")
+        b = self.prepare(y, "y")
+        check_same_examples(a.n, b.n)
+        return self.pair(a, b)
 
     # -- optional batched path -------------------------------------------------------
     # Metrics whose pair value depends on the data only through a cross product

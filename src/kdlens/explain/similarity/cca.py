@@ -27,7 +27,7 @@ import scipy.linalg
 
 from kdlens.errors import KdlensError
 from kdlens.explain.similarity._base import PairwiseMetric, register_metric
-from kdlens.explain.similarity._input import as_representation, centred, check_same_examples
+from kdlens.explain.similarity._input import as_representation, centred
 
 __all__ = ["cca_r2", "svcca", "pwcca", "CcaR2", "Svcca", "Pwcca", "OrthoBasis"]
 
@@ -188,13 +188,6 @@ register_metric("svcca")(Svcca)
 register_metric("pwcca")(Pwcca)
 
 
-def _pairwise(metric: PairwiseMetric, x: Any, y: Any) -> float:
-    a = metric.prepare(x, "x")
-    b = metric.prepare(y, "y")
-    check_same_examples(a.n, b.n)
-    return metric.pair(a, b)
-
-
 def cca_r2(x: Any, y: Any, eps: float | None = None) -> float:
     """Mean squared canonical correlation R²_CCA = ‖Q_YᵀQ_X‖²_F / min(p, q).
 
@@ -213,7 +206,7 @@ def cca_r2(x: Any, y: Any, eps: float | None = None) -> float:
     r the numerical ranks (number of canonical pairs).  ``eps=0`` is pseudo-inverse CCA on
     the non-degenerate subspace; with eps > 0, R²(X, X) < 1.
     """
-    return _pairwise(CcaR2(eps=eps), x, y)
+    return CcaR2(eps=eps).between(x, y)
 
 
 def svcca(x: Any, y: Any, keep: float = 0.99) -> float:
@@ -228,7 +221,7 @@ def svcca(x: Any, y: Any, keep: float = 0.99) -> float:
     Works for N ≤ C as well (k ≤ rank ≤ N − 1), but correlations are biased upwards when
     k_X + k_Y approaches N.
     """
-    return _pairwise(Svcca(keep=keep), x, y)
+    return Svcca(keep=keep).between(x, y)
 
 
 def pwcca(x: Any, y: Any) -> float:
@@ -244,4 +237,4 @@ def pwcca(x: Any, y: Any) -> float:
     (Morcos et al.'s reference code weights by the layer with fewer neurons; pass that
     one as ``x`` to reproduce it.)  Same N > C, full-rank requirements as :func:`cca_r2`.
     """
-    return _pairwise(Pwcca(), x, y)
+    return Pwcca().between(x, y)

@@ -211,13 +211,6 @@ register_metric("cka_unbiased", "linear_cka_unbiased")(lambda: LinearCKA(unbiase
 register_metric("rbf_cka")(RbfCKA)
 
 
-def _pairwise(metric: PairwiseMetric, x: Any, y: Any) -> float:
-    a = metric.prepare(x, "x")
-    b = metric.prepare(y, "y")
-    check_same_examples(a.n, b.n)
-    return metric.pair(a, b)
-
-
 def linear_cka(x: Any, y: Any, unbiased: bool = False) -> float:
     """Linear CKA between representations ``x`` (N×p) and ``y`` (N×q).
 
@@ -237,7 +230,7 @@ def linear_cka(x: Any, y: Any, unbiased: bool = False) -> float:
     Raises :class:`~kdlens.errors.KdlensError` for non-finite input, mismatched N or a
     constant representation.
     """
-    return _pairwise(LinearCKA(unbiased=unbiased), x, y)
+    return LinearCKA(unbiased=unbiased).between(x, y)
 
 
 def rbf_cka(x: Any, y: Any, sigma_frac: float = 0.8, unbiased: bool = False) -> float:
@@ -248,7 +241,7 @@ def rbf_cka(x: Any, y: Any, sigma_frac: float = 0.8, unbiased: bool = False) -> 
     CKA = HSIC(K, L)/sqrt(HSIC(K, K) HSIC(L, L)) with the biased HSIC tr(KHLH)/(n−1)²
     (or HSIC_1 when ``unbiased``).  Forms N×N matrices in float64: O(N²) memory.
     """
-    return _pairwise(RbfCKA(sigma_frac=sigma_frac, unbiased=unbiased), x, y)
+    return RbfCKA(sigma_frac=sigma_frac, unbiased=unbiased).between(x, y)
 
 
 class MinibatchCKA:
