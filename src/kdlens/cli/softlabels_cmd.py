@@ -11,8 +11,6 @@ nothing written. Students of the experiments are trained together
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,23 +168,19 @@ def _check_student(student: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # writing (only after every check passed)
 # ----------------------------------------------------------------------------------------------
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return ";".join(map(str, v)) if isinstance(v, list) else v
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     from kdlens.store import atomic_write_text
+    from kdlens.studies.papers import tidy_csv
 
-    header: list[str] = []
-    for row in rows:
-        header += [k for k in row if k not in header]
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    for row in rows:
-        cells = []
-        for key in header:
-            v = row.get(key)
-            cells.append("" if v is None else (f"{v:.6g}" if isinstance(v, float) else
-                                              (";".join(map(str, v)) if isinstance(v, list) else v)))
-        writer.writerow(cells)
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, tidy_csv(rows, _csv_cell))
 
 
 def _write_json(path: Path, obj: Any) -> None:

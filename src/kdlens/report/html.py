@@ -13,10 +13,8 @@ whose sub-folders (up to two levels down) are study directories — e.g. ``runs/
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ from kdlens.errors import KdlensError
 from kdlens.report.sections import PAPERS, ReportData, Section, build_sections
 from kdlens.store import atomic_write_text
 from kdlens.studies.grid import Study, open_study, status_rows
+from kdlens.studies.papers import tidy_csv
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
@@ -174,12 +173,4 @@ def write_report(
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    header: list[str] = []
-    for r in rows:
-        header += [k for k in r if k not in header]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header)
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, tidy_csv(rows, lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v))

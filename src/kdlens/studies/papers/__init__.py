@@ -101,15 +101,7 @@ class StepContext:
         from kdlens.store import atomic_write_text
 
         path = self.out_dir / name
-        header: list[str] = []
-        for row in rows:
-            header += [k for k in row if k not in header]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=header)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-        atomic_write_text(path, buf.getvalue())
+        atomic_write_text(path, tidy_csv(rows, _cell))
         return path
 
     def save_figure(self, name: str, fig: Any) -> Path:
@@ -128,6 +120,19 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     return str(o)
+
+
+def tidy_csv(rows: Sequence[dict[str, Any]], cell: Callable[[Any], Any] = lambda v: v) -> str:
+    """CSV text of tidy rows: columns are all keys in order of first appearance, missing cells empty."""
+    header: list[str] = []
+    for row in rows:
+        header += [k for k in row if k not in header]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: cell(v) for k, v in row.items()})
+    return buf.getvalue()
 
 
 def _cell(v: Any) -> Any:
