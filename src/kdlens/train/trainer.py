@@ -130,7 +130,11 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load ``last.pt`` of the run directory; False when there is none."""
-        if self.run_dir is None or not self.run_dir.last_checkpoint.exists():
+        if self.run_dir is None:
+            return False
+        if not self.run_dir.last_checkpoint.exists():
+            if self.run_dir.metrics_path.exists():  # rows of a first epoch killed before its checkpoint
+                self.run_dir.truncate_metrics(0)
             return False
         self.load_state_dict(safe_torch_load(self.run_dir.last_checkpoint, self.device))
         self.run_dir.truncate_metrics(self.start_epoch)
