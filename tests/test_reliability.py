@@ -240,3 +240,131 @@ def test_metrics_row_without_its_checkpoint_is_dropped_on_resume(tmp_path):
     result = trainer.fit(resume=True)
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2] == [r["epoch"] for r in result.history]
     assert all(r["train_loss"] != 9.9 for r in run.read_metrics())
+
+
+# ------------------------------------------------------------------ disk full on a real file system
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """``mount(kib)`` mounts a tmpfs of that size under tmp_path (skips where that is not
+    allowed); ``resize(path, kib)`` grows it; every mount is undone at the end."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8); the injected ENOSPC test "
+                    "(test_store.py::test_atomic_write_failure_keeps_previous_file) covers the logic")
+    mounted = []
+
+    def mount(name, kib):
+        path = tmp_path / name
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"mount -t tmpfs refused here ({r.stderr.strip()}); the injected ENOSPC test covers the logic")
+        mounted.append(path)
+        return path
+
+    def resize(path, kib):
+        subprocess.run(["mount", "-o", f"remount,size={kib}k", str(path)], check=True)
+
+    yield mount, resize
+    for path in reversed(mounted):
+        if subprocess.run(["umount", str(path)]).returncode:
+            subprocess.run(["umount", "-l", str(path)])
+
+
+def _pages(n):
+    return -(-n // 4096) * 4096
+
+
+@pytest.mark.slow
+def test_disk_full_on_a_tmpfs_while_checkpointing(tmp_path, small_tmpfs):
+    """`kdlens train` on a tmpfs where the first checkpoint fits and the second does not:
+    exit 2 with a message naming the file, the previous checkpoint still loads, no temporary
+    file left, the row failed; with room again, --resume completes the run."""
+    from kdlens.store import RunDir, RunIndex, safe_torch_load
+    from kdlens.train.run import run_training
+
+    mount, resize = small_tmpfs
+    # the footprint of one epoch (tmpfs counts whole pages), measured on the normal disk
+    probe = run_training(validate(TrainConfig, {"model": {"name": "thesis_student"}, "data": {"name": "digits"},
+                                                "epochs": 1, "out": str(tmp_path / "probe")}), progress=False)
+    used = sum(_pages(p.stat().st_size) for p in (tmp_path / "probe").rglob("*") if p.is_file())
+    last_size = (probe.path / "checkpoints" / "last.pt").stat().st_size
+    disk = mount("disk", (used + last_size // 2) // 1024)  # room for half of the next last.pt
+
+    cmd = [sys.executable, "-m", "kdlens.cli", "train", "--model", "thesis_student", "--dataset", "digits",
+           "--epochs", "3", "--out", str(disk), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    message = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "no space left" in message and "writing last.pt" in message and "previous last.pt is unchanged" in message
+
+    (row,) = RunIndex(disk).list()
+    run = RunDir(row.path)
+    assert row.status == "failed" and row.reason.startswith("DiskFullError: no space left")
+    assert safe_torch_load(run.last_checkpoint)["epoch"] == 1  # the previous checkpoint, intact
+    assert safe_torch_load(run.best_checkpoint)["epoch"] == 1
+    assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
+    assert run.read_result() is None  # the run is not complete
+
+    resize(disk, 8 * 1024)  # room again: the run resumes from its epoch-1 checkpoint
+    r = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (row,) = RunIndex(disk).list()
+    assert row.status == "done" and [m["epoch"] for m in run.read_metrics()] == [1, 2, 3]
+    assert safe_torch_load(run.last_checkpoint)["epoch"] == 3 and run.read_result() is not None
+
+
+def test_disk_full_on_a_tmpfs_while_writing_the_teacher_output_cache(small_tmpfs):
+    """A teacher-output cache that does not fit: DiskFullError, no meta.json (so never read
+    as valid), no temporary file; built once there is room."""
+    from kdlens.distill.cache import TeacherOutputCache
+    from kdlens.errors import DiskFullError
+
+    mount, resize = small_tmpfs
+    disk = mount("cache", 64)  # the logits alone are 1,797 × 10 float32 = 70 KiB
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    images = torch.randn(1797, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cache = TeacherOutputCache(disk, "w" * 64, "digits", "train", "none")
+    with pytest.raises(DiskFullError, match=r"writing logits\.npy .*nothing was written"):
+        cache.build(teacher, images, lambda x: x, torch.device("cpu"))
+    assert not cache.is_valid() and not (cache.dir / "meta.json").exists()
+    assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]
+    resize(disk, 1024)
+    assert cache.ensure(teacher, images, lambda x: x, torch.device("cpu")) is False and cache.is_valid()
+
+
+def test_disk_filled_to_the_last_byte_mid_run(small_tmpfs, monkeypatch):
+    """The tmpfs filled completely right after epoch 1's checkpoint: the DiskFullError is what
+    the caller sees (not the store's own "database or disk is full" while recording it), and
+    the epoch-1 checkpoint still loads."""
+    from kdlens.errors import DiskFullError
+    from kdlens.store import RunDir, safe_torch_load
+    from kdlens.train.run import run_training
+
+    mount, _ = small_tmpfs
+    disk = mount("full", 4096)
+    save = Trainer._save
+
+    def save_then_fill(self, epoch, is_best):
+        save(self, epoch, is_best)
+        if epoch == 1:
+            fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    monkeypatch.setattr(Trainer, "_save", save_then_fill)
+    cfg = validate(TrainConfig, {"model": {"name": "thesis_student"}, "data": {"name": "digits"}, "epochs": 3,
+                                 "out": str(disk)})
+    with pytest.raises(DiskFullError, match="no space left"):
+        run_training(cfg, progress=False)
+    (run,) = [RunDir(p) for p in disk.iterdir() if p.is_dir()]
+    assert safe_torch_load(run.last_checkpoint)["epoch"] == 1 and run.read_result() is None
+    assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]

@@ -21,6 +21,12 @@ class DatasetNotFoundError(KdlensError):
     """A named dataset's files are absent; the message says how to get them."""
 
 
+class DiskFullError(KdlensError, OSError):
+    """No space left (ENOSPC, EDQUOT) while writing a file; the message names the file, the
+    space needed and free, and says the previous version of the file is unchanged.  Also an
+    :class:`OSError` with ``errno`` set, for code that catches those."""
+
+
 def close_matches(name: str, known: Iterable[str], n: int = 5) -> list[str]:
     """Names in ``known`` that resemble ``name`` (difflib ratio >= 0.5)."""
     known = list(known)

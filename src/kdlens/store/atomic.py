@@ -2,13 +2,16 @@
 
 Write to a temporary file in the same directory, flush + fsync, then ``os.replace``
 (atomic on POSIX).  If writing fails (disk full, kill), the temporary file is removed
-and the previous file is untouched.
+and the previous file is untouched; a full disk is a :class:`~kdlens.errors.DiskFullError`
+naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise_if_disk_full(exc, path, len(data), existed=path.exists())
         raise
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB" if n >= 2**10 else f"{n} bytes"
+
+
+def raise_if_disk_full(exc: OSError, path: Path, nbytes: int, existed: bool = True) -> None:
+    """Re-raise a no-space ``OSError`` from writing ``path`` as a :class:`DiskFullError`."""
+    from kdlens.errors import DiskFullError
+
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
+    try:
+        free = f", {_size(shutil.disk_usage(path.parent).free)} free"
+    except OSError:
+        free = ""
+    before = f"the previous {path.name} is unchanged" if existed else "nothing was written"
+    error = DiskFullError(
+        f"no space left on the device of {str(path.parent)!r} while writing {path.name} "
+        f"({_size(nbytes)} needed{free}); {before}. Free some space or write elsewhere (--out)."
+    )
+    error.errno = exc.errno
+    raise error from exc
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

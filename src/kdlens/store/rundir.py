@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kdlens.store.atomic import atomic_write_bytes, atomic_write_text
+from kdlens.store.atomic import atomic_write_bytes, atomic_write_text, raise_if_disk_full
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -103,10 +103,15 @@ class RunDir:
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = json.dumps(row, sort_keys=True) + "\n"
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a torn line is dropped when read; resuming truncates to the checkpoint
+            raise_if_disk_full(exc, self.metrics_path, len(line))
+            raise
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Complete JSONL rows; a torn last line (a kill mid-write) is dropped."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,11 @@ def execute_run(
         reason = f"{type(exc).__name__}: {exc}".strip()
         if not isinstance(exc, Exception):
             reason = f"interrupted ({type(exc).__name__})"
-        index.fail(run_id, reason[:2000])
-        (run_dir.path / "error.txt").write_text(traceback.format_exc())
+        try:  # on a full disk these may fail too: the original error is the one to show
+            index.fail(run_id, reason[:2000])
+            (run_dir.path / "error.txt").write_text(traceback.format_exc())
+        except (OSError, sqlite3.Error):
+            pass
         raise
     run_dir.write_result(metrics)
     index.finish(run_id, metrics)
