@@ -46,7 +46,7 @@ from kdlens.store import RunDir, RunIndex, config_hash
 from kdlens.train.data_setup import InMemorySource, prepare_data
 from kdlens.train.loop import Batch, SourceLoop, StepOutput
 from kdlens.train.model_setup import model_for_data
-from kdlens.train.run import RunOutcome, execute_run, run_id_for
+from kdlens.train.run import RunOutcome, execute_run, finished_result, run_id_for
 from kdlens.train.teacher import init_from
 from kdlens.train.trainer import Trainer
 
@@ -240,9 +240,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int
     # process 0 decides whether the run is already done, and everyone follows
     decision = [None]
     if rank == 0:
-        rec = RunIndex(cfg.out).get(run_id)
-        done = rec is not None and rec.status == "done" and RunDir(run_path).read_result() is not None
-        decision = [RunDir(run_path).read_result() if done else None]
+        decision = [finished_result(RunIndex(cfg.out), run_id, RunDir(run_path))]  # as execute_run decides
     dist.broadcast_object_list(decision, src=0)
     if decision[0] is not None:
         return RunOutcome(run_id, run_path, decision[0], skipped=True)

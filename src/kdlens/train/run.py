@@ -38,6 +38,21 @@ def run_id_for(cfg_name: str | None, default_name: str, digest: str) -> str:
     return f"{cfg_name or default_name}-{digest[:10]}"
 
 
+def finished_result(index: RunIndex, run_id: str, run_dir: RunDir) -> dict[str, Any] | None:
+    """The metrics of a finished run, else None.
+
+    Finished: its row says done, or still says running while its ``result.json`` (written
+    last, the completion marker) exists — a kill between the two; the row is then marked done.
+    """
+    rec = index.get(run_id)
+    if rec is None or rec.status not in ("done", "running"):
+        return None
+    result = run_dir.read_result()
+    if result is not None and rec.status == "running":
+        index.finish(run_id, result)
+    return result
+
+
 def execute_run(
     kind: str,
     identity: dict[str, Any],
@@ -49,20 +64,15 @@ def execute_run(
 ) -> RunOutcome:
     """Record a run in the store around ``body(run_dir) -> metrics``.
 
-    A run whose config hash is already done is skipped (its metrics returned); so is one whose
-    ``result.json`` (written last) exists while its row still says running — a kill between the
-    two — and its row is then marked done.  A failure
+    A finished run (:func:`finished_result`) is skipped (its metrics returned).  A failure
     marks the row failed with the reason and re-raises.
     """
     digest = config_hash(identity)
     run_id = run_id_for(name, kind, digest)
     index = RunIndex(out)
-    done = index.get(run_id)
     run_dir = RunDir(Path(out) / run_id)
-    result = run_dir.read_result() if done is not None and done.status in ("done", "running") else None
-    if result is not None:  # result.json is written last: the run finished
-        if done.status == "running":  # killed between its completion marker and its row update
-            index.finish(run_id, result)
+    result = finished_result(index, run_id, run_dir)
+    if result is not None:
         return RunOutcome(run_id, run_dir.path, result, skipped=True)
     index.start(run_id, kind, digest, run_dir.path)
     if not resume and run_dir.last_checkpoint.exists():
