@@ -368,3 +368,22 @@ def test_disk_filled_to_the_last_byte_mid_run(small_tmpfs, monkeypatch):
     (run,) = [RunDir(p) for p in disk.iterdir() if p.is_dir()]
     assert safe_torch_load(run.last_checkpoint)["epoch"] == 1 and run.read_result() is None
     assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ memory of the embedding metrics
+@pytest.mark.slow
+def test_embedding_metrics_at_10k_points_stay_under_1_gib():
+    """Every default embedding metric on N = 10,000 points (784-d input, 2-d embedding), in
+    fresh processes: peak RSS growth over an idle interpreter < 1 GiB — issue 4's limit at
+    the same N (issue 6 states none).  embedding_quality covers trustworthiness, continuity,
+    kNN preservation, kNN accuracy and the distance Spearman in one pass."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "embed_metrics_memory.py"
+    r = subprocess.run([sys.executable, str(script), "--json", "--metrics", "embedding_quality", "class_area_ratio"],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {row["metric"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert set(rows) == {"embedding_quality", "class_area_ratio"}
+    for row in rows.values():
+        assert row["n"] == 10_000 and row["growth_bytes"] < 2**30, row
+    quality = rows["embedding_quality"]["value"]
+    assert 0.5 < quality["trustworthiness"] <= 1 and 0.5 < quality["knn_accuracy"] <= 1

@@ -189,6 +189,10 @@ def distance_spearman(x_high: Any, x_low: Any, sample: int = 1000, seed: int = 0
 
     ``ρ = corr(rank(d^X_ij), rank(d^Y_ij))`` over the ``m(m−1)/2`` pairs of the sample (average
     ranks for ties; scipy.stats.spearmanr). Measures how well global distances are kept.
+
+    Memory grows with ``sample²`` (about 50 bytes × sample², measured with
+    ``benchmarks/embed_metrics_memory.py``): 0.05 GiB at the default 1,000, 0.8 GiB at 4,000,
+    5 GiB (and 53 s) for all pairs of 10,000 points.
     """
     from scipy.spatial.distance import pdist
     from scipy.stats import spearmanr
