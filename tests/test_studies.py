@@ -40,3 +40,21 @@ def test_kd_vs_alone(tmp_path):
     strip = lambda r: {k: v for k, v in r.items() if k != "seed"}  # noqa: E731
     assert strip(rows[0]) != strip(rows[1])  # different seeds, different runs
     assert "| kd |" in kd_vs_alone_table(rows)
+
+
+def test_kd_vs_alone_weights_reach_only_the_distilled_run_and_alone_is_reused(tmp_path):
+    import yaml
+
+    teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
+                                                  "epochs": 2, "out": str(tmp_path), "name": "t"}), progress=False)
+    out = tmp_path / "s"
+    first = run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", seeds=[0], epochs=1, out=str(out))
+    tuned = run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", seeds=[0], epochs=1, out=str(out),
+                            distill_extra={"gamma": 0.5, "alpha": 0.5, "loss": {"T": 2.0}})
+    assert tuned[0]["alone_final"] == first[0]["alone_final"]
+    dirs = sorted(p.name.split("-")[0] for p in out.iterdir() if p.is_dir())
+    assert dirs.count("alone") == 1 and dirs.count("kd") == 2  # alone trained once, two KD settings
+    configs = [yaml.safe_load((p / "config.yaml").read_text()) for p in out.iterdir() if p.name.startswith("kd-")]
+    settings = {(c["gamma"], c["alpha"], c["loss"].get("T")) for c in configs}
+    assert (0.5, 0.5, 2.0) in settings and len(settings) == 2
+    assert (out / "kd_vs_alone_alpha-0.5_gamma-0.5_T-2.json").exists() and (out / "kd_vs_alone.json").exists()

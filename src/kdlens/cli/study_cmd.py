@@ -53,12 +53,18 @@ def kd_vs_alone(
     epochs: int = typer.Option(5),
     out: str = typer.Option("runs/kd-vs-alone"),
     bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
+    gamma: float = typer.Option(None, help="CE weight γ of the distilled student (default: the method's)"),
+    alpha: float = typer.Option(None, help="logit-loss weight α (default: the method's)"),
+    temperature: float = typer.Option(None, "--T", help="KD temperature (default: the method's, 4 for kd)"),
 ) -> None:
     """The same student alone vs distilled, mean ± std over seeds."""
     from kdlens.studies.kd_vs_alone import kd_vs_alone_table, run_kd_vs_alone
 
+    weights = {k: v for k, v in (("gamma", gamma), ("alpha", alpha)) if v is not None}
+    if temperature is not None:
+        weights["loss"] = {"T": temperature}
     rows = run_kd_vs_alone(teacher, dataset, student, method, _ints(seeds), epochs, out,
-                           extra={"bf16": bf16, "channels_last": bf16})
+                           extra={"bf16": bf16, "channels_last": bf16}, distill_extra=weights)
     typer.echo(kd_vs_alone_table(rows, method))
 
 
