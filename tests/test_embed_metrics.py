@@ -198,3 +198,13 @@ def test_superclass_groups():
     digits = Dataset("digits", torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.tensor([0]), ["0"])
     with pytest.raises(KdlensError, match="no superclasses"):
         superclass_groups(digits)
+
+
+def test_superclass_owner_maps_classes_and_rejects_overlaps():
+    from kdlens.explain.embed import superclass_owner
+
+    assert superclass_owner({"a": [0, 2], "b": [1]}, 4).tolist() == [0, 1, 0, -1]
+    with pytest.raises(KdlensError, match="class 0 is in two superclasses"):
+        superclass_owner({"a": [0, 2], "b": [1, 0]}, 4)
+    with pytest.raises(KdlensError, match="not a class index"):
+        superclass_owner({"a": [5]}, 4)

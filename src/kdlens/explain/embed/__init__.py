@@ -57,6 +57,7 @@ from kdlens.explain.embed.superclass import (
     SuperclassCorrelation,
     output_correlation,
     superclass_correlation,
+    superclass_owner,
     superclass_groups,
 )
 from kdlens.explain.embed.toy import ToyResult, global_structure_score, quadrant_toy, run_toy_check
@@ -102,6 +103,7 @@ __all__ = [
     "run_toy_check",
     "select_points",
     "superclass_correlation",
+    "superclass_owner",
     "superclass_groups",
     "trustworthiness",
     "triplet_loss",

@@ -112,6 +112,20 @@ def superclass_groups(data: Any) -> dict[str, tuple[int, ...]]:
     )
 
 
+def superclass_owner(groups: Mapping[str, Sequence[int]], n_classes: int) -> np.ndarray:
+    """Index of each class's superclass in ``groups`` (−1: in none); checks that every member is a
+    class index and that no class is in two groups (call it before long work)."""
+    owner = np.full(n_classes, -1)
+    for g, members in enumerate(groups.values()):
+        for c in members:
+            if not 0 <= int(c) < n_classes:
+                raise KdlensError(f"superclass member {c} is not a class index (0..{n_classes - 1})")
+            if owner[int(c)] >= 0:
+                raise KdlensError(f"class {c} is in two superclasses; give each class at most one group")
+            owner[int(c)] = g
+    return owner
+
+
 def superclass_correlation(
     outputs: Any, groups: Mapping[str, Sequence[int]], kind: str = "softmax"
 ) -> SuperclassCorrelation:
@@ -122,14 +136,7 @@ def superclass_correlation(
     """
     r = output_correlation(outputs, kind)
     n_cls = r.shape[0]
-    owner = np.full(n_cls, -1)
-    for g, members in enumerate(groups.values()):
-        for c in members:
-            if not 0 <= int(c) < n_cls:
-                raise KdlensError(f"superclass member {c} is not a class index (0..{n_cls - 1})")
-            if owner[int(c)] >= 0:
-                raise KdlensError(f"class {c} is in two superclasses")
-            owner[int(c)] = g
+    owner = superclass_owner(groups, n_cls)
     r2 = r**2
     iu = np.triu_indices(n_cls, 1)
     same = (owner[iu[0]] == owner[iu[1]]) & (owner[iu[0]] >= 0)

@@ -42,6 +42,7 @@ def embedding_step(ctx: StepContext) -> dict[str, Any]:
         point_activations,
         superclass_correlation,
         superclass_groups,
+        superclass_owner,
     )
     from kdlens.figures.embed import (
         plot_class_area_boxplots,
@@ -67,6 +68,8 @@ def embedding_step(ctx: StepContext) -> dict[str, Any]:
             groups = superclass_groups(test)
         except Exception:
             groups = None
+    if groups:
+        superclass_owner(groups, test.num_classes)  # a bad grouping fails before the embeddings, not after
     rows: list[dict[str, Any]] = []
     area_rows: list[dict[str, Any]] = []
     sc_rows: list[dict[str, Any]] = []
