@@ -28,7 +28,8 @@ loads one (a run directory, or a checkpoint with ``--teacher-model``).
 Measured here (2-core CPU, quiet): thesis student 0.87× (12,800 images, full test set) to
 1.20× (2,560 images): stacking gives the CNN nothing on this CPU, where its training is bound by
 activation memory traffic that grows with the number of students; ``--student
-baseline_student``: 6.3×.
+baseline_student``: 6.3×. ``benchmarks/student_step_roofline.py`` measures the ceiling: one CNN student
+already runs at half this CPU's best matrix-product rate, so no stacking can exceed ≈ 2× here in fp32.
 """
 
 from __future__ import annotations
