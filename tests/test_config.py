@@ -41,3 +41,26 @@ def test_bad_yaml_file(tmp_path):
         load_config(TrainConfig, path)
     with pytest.raises(KdlensError, match="does not exist"):
         load_config(TrainConfig, tmp_path / "missing.yaml")
+
+
+def test_repeated_key_is_refused_not_silently_dropped(tmp_path):
+    # plain yaml.safe_load would keep epochs: 9 and lose epochs: 5 without a word
+    path = tmp_path / "dup.yaml"
+    path.write_text("model:\n  name: resnet20\nepochs: 5\ndata:\n  name: digits\nepochs: 9\n")
+    with pytest.raises(KdlensError, match=r"key 'epochs' appears twice in one mapping \(lines 3 and 6\)"):
+        load_config(TrainConfig, path)
+    # the same key at different depths is fine
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("model:\n  name: resnet20\nname: run-a\n")
+    assert load_config(TrainConfig, ok).name == "run-a"
+
+
+def test_example_configs_have_no_repeated_keys():
+    from pathlib import Path
+
+    from kdlens.config import read_yaml
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        assert isinstance(read_yaml(path), dict), path
