@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlens.distill import create_loss
+from kdlens.distill import build_objective, create_loss
 from kdlens.errors import KdlensError
 
 @pytest.fixture(autouse=True)
@@ -84,6 +84,22 @@ def test_fitnet_identity_regressor_is_plain_mse_and_vectors_use_linear():
     fs, ft = rand(2, 2, 3, 3, seed=3), rand(2, 2, 3, 3, seed=4)
     assert loss([fs], [ft]).item() == pytest.approx(((fs - ft) ** 2).mean().item(), rel=1e-12)
     assert isinstance(create_loss("fitnet", [(5,)], [(7,)]).regressors[0][0], nn.Linear)
+
+
+def test_fitnet_bn_regressor_standardises_each_channel_then_relu():
+    # RepDistiller's form: conv → BN → ReLU; in training mode BN makes each output channel
+    # zero-mean, unit-variance over (batch, H, W) before the ReLU (float64 reference)
+    loss = create_loss("fitnet", [(3, 4, 4)], [(2, 4, 4)], regressor_bn=True, regressor_relu=True).double()
+    conv, bn, relu = loss.regressors[0]
+    assert isinstance(bn, nn.BatchNorm2d) and isinstance(relu, nn.ReLU)
+    fs, ft = rand(5, 3, 4, 4, seed=7).double(), rand(5, 2, 4, 4, seed=8).double()
+    z = np_conv_valid(A(fs), A(conv.weight), A(conv.bias))
+    mean, var = z.mean(axis=(0, 2, 3), keepdims=True), z.var(axis=(0, 2, 3), keepdims=True)
+    pred = np.maximum((z - mean) / np.sqrt(var + bn.eps), 0.0)
+    assert loss([fs], [ft]).item() == pytest.approx(np.mean((pred - A(ft)) ** 2), rel=1e-9)
+    objective = build_objective("fitnet+kd", [(3, 4, 4)], [(2, 4, 4)], regressor_bn=True)
+    assert isinstance(objective.hint_loss.regressors[0][1], nn.BatchNorm2d)
+    assert isinstance(create_loss("fitnet", [(5,)], [(7,)], regressor_bn=True).regressors[0][1], nn.BatchNorm1d)
 
 
 def test_fitnet_two_stage_flags():

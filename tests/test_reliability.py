@@ -51,16 +51,16 @@ def test_config_fuzzing_gives_a_message_naming_the_key_never_a_traceback(data, s
 
 
 class _NaNAfter(SupervisedLoop):
-    def __init__(self, source, bad_step):
+    def __init__(self, source, bad_step, bad_part="kd"):
         super().__init__(source)
-        self.bad_step, self.calls = bad_step, 0
+        self.bad_step, self.calls, self.bad_part = bad_step, 0, bad_part
 
     def step(self, model, batch):
         out = super().step(model, batch)
         self.calls += 1
         if self.calls == self.bad_step:
             nan = out.loss * float("nan")
-            return StepOutput(nan, {"ce": out.parts["ce"], "kd": nan}, out.logits, out.targets)
+            return StepOutput(nan, {"ce": out.parts["ce"], self.bad_part: nan}, out.logits, out.targets)
         return out
 
 
@@ -83,6 +83,13 @@ def test_nan_loss_stops_the_run_naming_the_loss_and_step():
     model = torch.nn.Linear(4, 3)
     trainer = Trainer(model, _NaNAfter(_Source(), bad_step=6), OptimConfig(), epochs=3, progress=False)
     with pytest.raises(TrainingDivergedError, match=r"kd = nan\) at epoch 2, step 2"):
+        trainer.fit()
+
+
+def test_diverged_hint_term_gets_hint_specific_advice():
+    model = torch.nn.Linear(4, 3)
+    trainer = Trainer(model, _NaNAfter(_Source(), bad_step=1, bad_part="hint"), OptimConfig(), epochs=1, progress=False)
+    with pytest.raises(TrainingDivergedError, match=r"hint = nan\).*lower beta.*regressor_bn=true"):
         trainer.fit()
 
 

@@ -47,7 +47,7 @@ def numel(shape: Shape) -> int:
     return n
 
 
-def hint_regressor(student_shape: Shape, teacher_shape: Shape, relu: bool = False) -> nn.Module:
+def hint_regressor(student_shape: Shape, teacher_shape: Shape, relu: bool = False, batch_norm: bool = False) -> nn.Module:
     """FitNet's regressor r(·) from a student layer to a teacher layer's shape.
 
     Romero et al. 2015, §2.2: a convolutional regressor whose kernel makes the
@@ -56,8 +56,13 @@ def hint_regressor(student_shape: Shape, teacher_shape: Shape, relu: bool = Fals
     teacher's (not covered by the paper) kdlens uses the transposed convolution
     with the same kernel rule, which grows N_g to N_h.  Vector features use a
     linear layer; a student map against a teacher vector is flattened first.
+
+    ``batch_norm=True`` puts batch norm after the convolution (or linear layer), then
+    ``relu`` — the regressor RepDistiller's FitNet runs use (Tian et al. 2020: conv → BN →
+    ReLU), for which its β = 100 was chosen.
     """
-    act = [nn.ReLU()] if relu else []
+    act = ([] if not batch_norm else [nn.BatchNorm1d(teacher_shape[0]) if len(teacher_shape) == 1
+                                      else nn.BatchNorm2d(teacher_shape[0])]) + ([nn.ReLU()] if relu else [])
     if len(teacher_shape) == 1:
         if len(student_shape) == 1:
             return nn.Sequential(nn.Linear(student_shape[0], teacher_shape[0]), *act)

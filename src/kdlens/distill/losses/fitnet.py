@@ -44,6 +44,7 @@ class FitNetLoss(HintLoss):
         teacher_shapes: Sequence[Sequence[int]],
         two_stage: bool = False,
         regressor_relu: bool = False,
+        regressor_bn: bool = False,
     ) -> None:
         super().__init__(student_shapes, teacher_shapes)
         self.two_stage = bool(two_stage)
@@ -51,8 +52,10 @@ class FitNetLoss(HintLoss):
         # the paper's stage 2 is KD alone: the hint term is initialisation only
         self.active_in_main_phase = not self.two_stage
         self.regressor_relu = bool(regressor_relu)
+        self.regressor_bn = bool(regressor_bn)
         self.regressors = nn.ModuleList(
-            hint_regressor(s, t, relu=regressor_relu) for s, t in zip(self.student_shapes, self.teacher_shapes)
+            hint_regressor(s, t, relu=regressor_relu, batch_norm=regressor_bn)
+            for s, t in zip(self.student_shapes, self.teacher_shapes)
         )
 
     def pair_loss(self, i: int, f_s: Tensor, f_t: Tensor, **context) -> Tensor:
