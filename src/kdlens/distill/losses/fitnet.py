@@ -28,6 +28,12 @@ class FitNetLoss(HintLoss):
     the common code does, so that RepDistiller's β = 100 keeps its scale (the
     paper's ½‖·‖² sums over elements).
 
+    ``regressor_bn=True`` (with ``regressor_relu=True``) gives RepDistiller's regressor,
+    conv → BN → ReLU, the one its β = 100 was tuned with. With the paper's plain
+    regressor, β = 100 diverged within 5 steps from a resnet56 teacher on Fashion-MNIST
+    (hint features with mean square ≈ 9; benchmarks/RESULTS.md), so kdlens's hint study
+    uses β = 10 there.
+
     Two-stage training (the paper, §2.2): ``two_stage=True`` sets
     ``requires_pretraining``; stage 1 trains the student up to the guided layer
     together with the regressors on :meth:`pretrain_loss` (= this hint loss);
