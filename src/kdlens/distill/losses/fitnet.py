@@ -32,8 +32,7 @@ class FitNetLoss(HintLoss):
     conv → BN → ReLU, the one its β = 100 was tuned with. With the paper's plain
     regressor, β = 100 diverged within 5 steps from a resnet56 teacher on Fashion-MNIST
     (hint features with mean squares 7.3, 5.9 and 3.4 at its three conventional points;
-    benchmarks/RESULTS.md), so kdlens's hint study
-    uses β = 10 there.
+    benchmarks/RESULTS.md), so kdlens's hint study uses β = 10 there.
 
     Two-stage training (the paper, §2.2): ``two_stage=True`` sets
     ``requires_pretraining``; stage 1 trains the student up to the guided layer
