@@ -17,20 +17,14 @@ Prints milliseconds per variant and each one's ratio to one-by-one (> 1: slower)
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from median_time import median_seconds
 
 
 def _ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2] * 1e3
+    return median_seconds(fn, repeats) * 1e3
 
 
 def main() -> None:

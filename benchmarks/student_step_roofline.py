@@ -25,27 +25,13 @@ no CPU implementation of the stacked sweep can reach the goal on this machine at
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from median_time import median_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
 from kdlens.models import create_model
-
-
-def _rate(fn, flops: float, repeats: int) -> tuple[float, float]:
-    """(seconds per call, median over ``repeats`` timed calls; FLOP/s) after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    sec = times[len(times) // 2]
-    return sec, flops / sec
 
 
 def main() -> None:
@@ -93,8 +79,8 @@ def main() -> None:
     # interleave the two measurements so both see the same machine load
     step_s, gemm_s = [], []
     for _ in range(3):
-        step_s.append(_rate(step, step_flops, args.repeats)[0])
-        gemm_s.append(_rate(lambda: a @ b, gemm_flops, max(3, args.repeats // 5))[0])
+        step_s.append(median_seconds(step, args.repeats, warmup=2))
+        gemm_s.append(median_seconds(lambda: a @ b, max(3, args.repeats // 5), warmup=2))
     s_sec, g_sec = min(step_s), min(gemm_s)
     s_rate, g_rate = step_flops / s_sec, gemm_flops / g_sec
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.student}, batch {args.batch_size}, "
