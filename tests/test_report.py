@@ -195,3 +195,13 @@ def test_report_in_headless_chromium(everything, tmp_path):
     keep = os.environ.get("KDLENS_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_sections_follow_the_papers_in_order():
+    # the report reads paper by paper, in PAPERS order; registration happens at import, so an
+    # import re-ordering in kdlens.report.sections.registry must not reshuffle the report
+    from kdlens.report.sections import PAPERS
+
+    papers = [s.paper for s in SECTIONS]
+    assert papers == sorted(papers, key=list(PAPERS).index)
+    assert [s.id for s in SECTIONS][:2] == ["entropy", "missing-class"] and SECTIONS[-1].id == "superclass"
