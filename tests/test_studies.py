@@ -58,3 +58,24 @@ def test_kd_vs_alone_weights_reach_only_the_distilled_run_and_alone_is_reused(tm
     settings = {(c["gamma"], c["alpha"], c["loss"].get("T")) for c in configs}
     assert (0.5, 0.5, 2.0) in settings and len(settings) == 2
     assert (out / "kd_vs_alone_alpha-0.5_gamma-0.5_T-2.json").exists() and (out / "kd_vs_alone.json").exists()
+
+
+def test_kd_vs_alone_verdict_hand_worked():
+    from kdlens.studies.kd_vs_alone import kd_vs_alone_verdict
+
+    rows = [{"alone_final": 90.0, "kd_final": 90.5}, {"alone_final": 91.0, "kd_final": 90.8}]
+    strong = kd_vs_alone_verdict(rows, teacher_acc=93.0)  # alone mean 90.5 → lead +2.50
+    assert "+0.50, -0.20; mean +0.15; KD ahead in 1 of 2 seeds" in strong
+    assert "teacher 93.00%: +2.50 points over the student alone" in strong and "stronger teacher" not in strong
+    weak = kd_vs_alone_verdict(rows, teacher_acc=91.2)  # lead +0.70 < 1 point
+    assert "+0.70 points" in weak and "stronger teacher" in weak
+    assert kd_vs_alone_verdict(rows, None).count("\n") == 0  # no teacher accuracy: only the differences
+
+
+def test_teacher_accuracy_reads_the_run_result(tmp_path):
+    from kdlens.studies.kd_vs_alone import teacher_accuracy
+
+    teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
+                                                  "epochs": 1, "out": str(tmp_path), "name": "t"}), progress=False)
+    assert teacher_accuracy(str(teacher.path)) == pytest.approx(teacher.metrics["final_acc"])
+    assert teacher_accuracy(str(tmp_path / "missing")) is None

@@ -58,7 +58,7 @@ def kd_vs_alone(
     temperature: float = typer.Option(None, "--T", help="KD temperature (default: the method's, 4 for kd)"),
 ) -> None:
     """The same student alone vs distilled, mean ± std over seeds."""
-    from kdlens.studies.kd_vs_alone import kd_vs_alone_table, run_kd_vs_alone
+    from kdlens.studies.kd_vs_alone import kd_vs_alone_table, kd_vs_alone_verdict, run_kd_vs_alone, teacher_accuracy
 
     weights = {k: v for k, v in (("gamma", gamma), ("alpha", alpha)) if v is not None}
     if temperature is not None:
@@ -66,6 +66,7 @@ def kd_vs_alone(
     rows = run_kd_vs_alone(teacher, dataset, student, method, _ints(seeds), epochs, out,
                            extra={"bf16": bf16, "channels_last": bf16}, distill_extra=weights)
     typer.echo(kd_vs_alone_table(rows, method))
+    typer.echo(kd_vs_alone_verdict(rows, teacher_accuracy(teacher)))
 
 
 @study_app.command("run")
