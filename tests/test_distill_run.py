@@ -137,3 +137,18 @@ def test_teacher_with_other_class_count_is_refused(teacher_run):
     five = replace(digits, labels=digits.labels % 5, classes=digits.classes[:5])
     with pytest.raises(KdlensError, match="trained for 10 classes but dataset 'digits' has 5"):
         load_teacher(str(teacher_run), five)
+
+
+def test_teacher_from_another_dataset_names_both_datasets(teacher_run):
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    from kdlens.data import load_dataset
+    from kdlens.errors import KdlensError
+
+    digits = load_dataset("digits")
+    # a 16×16 stand-in transfer set under another name: the 8×8 teacher's dense layer cannot fit
+    bigger = replace(digits, name="fashion-mnist", images=F.interpolate(digits.images.float(), size=16).to(digits.images.dtype))
+    with pytest.raises(KdlensError, match=r"does not fit(.|\n)*trained on 'digits' but the transfer set is 'fashion-mnist'"):
+        load_teacher(str(teacher_run), bigger)

@@ -79,3 +79,17 @@ def test_teacher_accuracy_reads_the_run_result(tmp_path):
                                                   "epochs": 1, "out": str(tmp_path), "name": "t"}), progress=False)
     assert teacher_accuracy(str(teacher.path)) == pytest.approx(teacher.metrics["final_acc"])
     assert teacher_accuracy(str(tmp_path / "missing")) is None
+
+
+def test_kd_vs_alone_checks_the_teacher_and_method_before_training(tmp_path):
+    from kdlens.errors import KdlensError
+
+    out = tmp_path / "s"
+    with pytest.raises(KdlensError, match="neither a run directory nor a checkpoint"):
+        run_kd_vs_alone(str(tmp_path / "no-teacher"), "digits", "baseline_student", seeds=[0], epochs=1, out=str(out))
+    assert not out.exists()  # the student alone was not trained first
+    teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
+                                                  "epochs": 1, "out": str(tmp_path), "name": "t"}), progress=False)
+    with pytest.raises(KdlensError, match="kdd"):
+        run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", method="kdd", seeds=[0], epochs=1, out=str(out))
+    assert not any(p.name.startswith("alone") for p in out.glob("*"))

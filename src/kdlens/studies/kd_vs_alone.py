@@ -12,6 +12,7 @@ from kdlens.store import RunDir
 from kdlens.studies.summary import fmt_mean_std, mean_std
 from kdlens.train.distill_run import run_distillation
 from kdlens.train.run import run_training
+from kdlens.train.teacher import resolve_checkpoint
 
 
 def run_kd_vs_alone(
@@ -28,14 +29,21 @@ def run_kd_vs_alone(
 ) -> list[dict[str, Any]]:
     """``extra``: config keys of both runs; ``distill_extra``: of the distilled run only (γ, α,
     ``loss.T``). Runs already done in ``out`` (same config) are reused, not retrained."""
-    rows = []
+    # every config and the teacher reference are checked before anything trains
+    resolve_checkpoint(teacher_run)
+    pairs = []
     for seed in seeds:
         common = {"out": out, "model": {"name": student}, "data": {"name": dataset}, "epochs": epochs,
                   "seed": seed, **(extra or {})}
-        alone = run_training(validate(TrainConfig, {**common, "name": f"alone-s{seed}"}), progress=progress)
-        kd = run_distillation(validate(DistillConfig, {**common, "teacher": {"run": teacher_run}, "method": method,
-                                                       "name": f"{method}-s{seed}", **(distill_extra or {})}),
-                              progress=progress)
+        pairs.append((validate(TrainConfig, {**common, "name": f"alone-s{seed}"}),
+                      validate(DistillConfig, {**common, "teacher": {"run": teacher_run}, "method": method,
+                                               "name": f"{method}-s{seed}", **(distill_extra or {})})))
+    rows = []
+    for seed, (alone_cfg, kd_cfg) in zip(seeds, pairs):
+        # distilled first: its set-up checks (method, hint layers, teacher vs data) fail before
+        # anything trains
+        kd = run_distillation(kd_cfg, progress=progress)
+        alone = run_training(alone_cfg, progress=progress)
         rows.append({"seed": seed, "alone_final": alone.metrics["final_acc"], "alone_best": alone.metrics["best_acc"],
                      "kd_final": kd.metrics["final_acc"], "kd_best": kd.metrics["best_acc"]})
     Path(out).mkdir(parents=True, exist_ok=True)

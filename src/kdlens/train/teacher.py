@@ -47,7 +47,15 @@ def load_teacher(ref: str, data: Dataset, model_name: str | None = None, seed: i
     state = safe_torch_load(ckpt)
     state = state.get("model", state) if isinstance(state, dict) else state
     check_class_count(model, state, data, name)
-    load_state_checked(model, state, f"teacher {name} from {ckpt}")
+    try:
+        load_state_checked(model, state, f"teacher {name} from {ckpt}")
+    except KdlensError as exc:
+        trained_on = RunDir(ref).read_config().get("data", {}).get("name") if Path(ref).is_dir() else None
+        if trained_on and trained_on != data.name:
+            raise KdlensError(f"{exc}\n  the teacher was trained on {trained_on!r} but the transfer set is "
+                              f"{data.name!r} (other input size or channels); distill on {trained_on!r} or "
+                              f"train a teacher on {data.name!r}") from None
+        raise
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
