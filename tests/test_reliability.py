@@ -394,3 +394,13 @@ def test_embedding_metrics_at_10k_points_stay_under_1_gib():
         assert row["n"] == 10_000 and row["growth_bytes"] < 2**30, row
     quality = rows["embedding_quality"]["value"]
     assert 0.5 < quality["trustworthiness"] <= 1 and 0.5 < quality["knn_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("model", [{"name": "no_such_model"}, {"name": "baseline_student", "init": "missing.pt"}])
+def test_bad_model_or_init_writes_nothing(tmp_path, model):
+    from kdlens.train.run import run_training
+
+    cfg = validate(TrainConfig, {"model": model, "data": {"name": "digits"}, "epochs": 1, "out": str(tmp_path / "out")})
+    with pytest.raises(KdlensError):
+        run_training(cfg, progress=False)
+    assert not (tmp_path / "out").exists()  # no run directory, no store row

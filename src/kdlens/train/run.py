@@ -98,15 +98,15 @@ def execute_run(
 
 def run_training(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunOutcome:
     """Train ``cfg.model`` on ``cfg.data`` (supervised), recorded in ``cfg.out``."""
-    data = prepare_data(cfg.data)  # validates before any run is recorded
+    data = prepare_data(cfg.data)  # data, model and init are checked before any run is recorded
     device = resolve_device(cfg.device)
+    model = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
+    if cfg.model.init:
+        init_from(model, cfg.model.init, data.train)
 
     def body(run_dir: RunDir) -> dict[str, Any]:
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
-        model = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
-        if cfg.model.init:
-            init_from(model, cfg.model.init, data.train)
         source = InMemorySource(
             data.train.images, data.train.labels, data.train_indices, cfg.batch_size, data.augment, device
         )
