@@ -93,3 +93,12 @@ def test_kd_vs_alone_checks_the_teacher_and_method_before_training(tmp_path):
     with pytest.raises(KdlensError, match="kdd"):
         run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", method="kdd", seeds=[0], epochs=1, out=str(out))
     assert not any(p.name.startswith("alone") for p in out.glob("*"))
+
+
+def test_limited_label_checks_model_names_before_training(tmp_path):
+    from kdlens.errors import KdlensError
+
+    with pytest.raises(KdlensError, match="no_such_student"):
+        run_limited_label_study("digits", budgets=[50], folds=1, teacher="thesis_teacher_small",
+                                student="no_such_student", out=str(tmp_path / "ll"))
+    assert not (tmp_path / "ll").exists()  # the teacher was not trained first

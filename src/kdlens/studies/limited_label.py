@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlens.config import DistillConfig, TrainConfig, validate
+from kdlens.models.registry import MODELS
 from kdlens.studies.summary import fmt_mean_std, mean_std
 from kdlens.train.distill_run import run_distillation
 from kdlens.train.run import run_training
@@ -44,6 +45,8 @@ def run_limited_label_study(
     progress: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    for name in (teacher, student):  # fail before the first of many runs trains
+        MODELS.get(name)
     rows = []
     common = {"out": out, **(extra or {})}
     for budget in budgets:
