@@ -12,7 +12,6 @@ from kdlens.store import RunDir
 from kdlens.studies.summary import fmt_mean_std, mean_std
 from kdlens.train.distill_run import run_distillation
 from kdlens.train.run import run_training
-from kdlens.train.teacher import resolve_checkpoint
 
 
 def run_kd_vs_alone(
@@ -29,9 +28,7 @@ def run_kd_vs_alone(
 ) -> list[dict[str, Any]]:
     """``extra``: config keys of both runs; ``distill_extra``: of the distilled run only (γ, α,
     ``loss.T``). Runs already done in ``out`` (same config) are reused, not retrained."""
-    # every config and the teacher reference are checked before anything trains
-    resolve_checkpoint(teacher_run)
-    pairs = []
+    pairs = []  # every seed's configs are validated before anything trains
     for seed in seeds:
         common = {"out": out, "model": {"name": student}, "data": {"name": dataset}, "epochs": epochs,
                   "seed": seed, **(extra or {})}

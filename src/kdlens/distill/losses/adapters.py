@@ -61,8 +61,12 @@ def hint_regressor(student_shape: Shape, teacher_shape: Shape, relu: bool = Fals
     ``relu`` — the regressor RepDistiller's FitNet runs use (Tian et al. 2020: conv → BN →
     ReLU), for which its β = 100 was chosen.
     """
-    act = ([] if not batch_norm else [nn.BatchNorm1d(teacher_shape[0]) if len(teacher_shape) == 1
-                                      else nn.BatchNorm2d(teacher_shape[0])]) + ([nn.ReLU()] if relu else [])
+    act: list[nn.Module] = []
+    if batch_norm:
+        norm = nn.BatchNorm1d if len(teacher_shape) == 1 else nn.BatchNorm2d
+        act.append(norm(teacher_shape[0]))
+    if relu:
+        act.append(nn.ReLU())
     if len(teacher_shape) == 1:
         if len(student_shape) == 1:
             return nn.Sequential(nn.Linear(student_shape[0], teacher_shape[0]), *act)
