@@ -1,8 +1,14 @@
-"""Test-set evaluation: accuracy and cross-entropy of a model on in-memory data."""
+"""Test-set evaluation: accuracy and cross-entropy of a model on in-memory or streamed data.
+
+An evaluation set is anything with ``labels`` (int64, N) and ``batches(batch_size, device)``
+yielding model-ready inputs in index order: :class:`EvalSet` slices in-memory tensors,
+:class:`kdlens.train.stream_source.StreamedEvalSet` reads a torch ``Dataset`` through a
+``DataLoader``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -18,6 +24,11 @@ class EvalSet:
     images: torch.Tensor
     labels: torch.Tensor
     prepare: Callable[[torch.Tensor], torch.Tensor]
+
+    def batches(self, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """Prepared inputs of ``batch_size`` consecutive examples, in index order."""
+        for start in range(0, len(self.labels), batch_size):
+            yield self.prepare(self.images[start : start + batch_size].to(device))
 
 
 def autocast_context(device: torch.device, bf16: bool):
@@ -40,8 +51,7 @@ def predict_logits(
     model.eval()
     outputs = []
     try:
-        for start in range(0, len(data.labels), batch_size):
-            x = data.prepare(data.images[start : start + batch_size].to(device))
+        for x in data.batches(batch_size, device):
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, bf16):
