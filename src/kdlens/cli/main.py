@@ -10,6 +10,7 @@ from kdlens.cli.errors import user_errors_exit_2
 from kdlens.cli.distill_cmd import distill, methods, tune
 from kdlens.cli.embed_cmd import embed
 from kdlens.cli.hints_cmd import hints
+from kdlens.cli.profile_cmd import profile
 from kdlens.cli.report_cmd import report
 from kdlens.cli.softlabels_cmd import softlabels_app
 from kdlens.cli.study_cmd import study_app
@@ -30,6 +31,7 @@ app.add_typer(softlabels_app, name="softlabels")
 app.command()(hints)
 app.command()(embed)
 app.command()(report)
+app.command()(profile)
 
 
 @app.command()
