@@ -98,13 +98,17 @@ class TeacherOutputCache:
     def build(
         self,
         teacher: nn.Module,
-        images: torch.Tensor,
+        images: Any,
         prepare: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
         batch_size: int = 500,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Run the teacher over every image (and its mirror) and write the arrays."""
+        """Run the teacher over every image (and its mirror) and write the arrays.
+
+        ``images``: an N×… tensor prepared batch by batch with ``prepare``, or an evaluation
+        set of the whole split (``batches(batch_size, device)`` yielding prepared inputs in
+        index order, e.g. a streamed image folder; ``prepare`` is then unused)."""
         from kdlens.models import FeatureTaps
 
         if self.dir.exists():
@@ -114,8 +118,11 @@ class TeacherOutputCache:
         outputs: dict[str, list[np.ndarray]] = {n: [] for n in self._array_names()}
         variants = [("", False)] + ([("_flip", True)] if self.flips else [])
         try:
-            for start in range(0, images.shape[0], batch_size):
-                x = prepare(images[start : start + batch_size].to(device))
+            if isinstance(images, torch.Tensor):
+                chunks = (prepare(images[s : s + batch_size].to(device)) for s in range(0, images.shape[0], batch_size))
+            else:
+                chunks = images.batches(batch_size, device)
+            for x in chunks:
                 for suffix, flip in variants:
                     xin = torch.flip(x, dims=[-1]) if flip else x
                     with FeatureTaps(teacher, self.feature_names) as taps:
@@ -124,7 +131,7 @@ class TeacherOutputCache:
                     for i, name in enumerate(self.feature_names):
                         outputs[f"feat{i}{suffix}"].append(taps[name].float().cpu().numpy())
                 if progress is not None:
-                    progress(min(batch_size, images.shape[0] - start))
+                    progress(x.shape[0])
         finally:
             teacher.train(was_training)
         sha = {}
@@ -135,7 +142,7 @@ class TeacherOutputCache:
             sha[name] = hashlib.sha256(buffer.getvalue()).hexdigest()
         atomic_write_text(self.dir / "meta.json", json.dumps({"key": self.key_parts, "sha256": sha}, indent=1))
 
-    def ensure(self, teacher: nn.Module, images: torch.Tensor, prepare, device, **kw: Any) -> bool:
+    def ensure(self, teacher: nn.Module, images: Any, prepare, device, **kw: Any) -> bool:
         """Build unless a valid cache exists; returns True when it was already there."""
         if self.is_valid():
             return True

@@ -18,14 +18,16 @@ from kdlens.data import (
     Dataset,
     TensorBatches,
     labeled_unlabeled,
-    load_dataset,
     normalize,
     remove_classes,
     validation_split,
 )
+from kdlens.data.reference import DataPair, resolve_data
+from kdlens.data.torch_dataset import StreamedDataset
 from kdlens.errors import KdlensError
 from kdlens.train.evaluate import EvalSet
 from kdlens.train.loop import Batch
+from kdlens.train.stream_source import StreamedEvalSet, StreamSource
 
 # Standard augmentation per dataset: random crop (padding 4) + flips for CIFAR (He et al.
 # 2016, as in RepDistiller); none for the grey-scale digit/clothing sets (Vats 2021 trains
@@ -38,34 +40,75 @@ DEFAULT_AUGMENTATION: dict[str, tuple[int | None, bool]] = {
 
 @dataclass
 class PreparedData:
-    train: Dataset
-    test: Dataset
+    """Both splits (in memory or streamed), the split indices and the augmentation of a run."""
+
+    train: Dataset | StreamedDataset
+    test: Dataset | StreamedDataset
     splits: dict[str, np.ndarray]
     augment: BatchAugment
     val_indices: np.ndarray | None = None
     unlabeled_indices: np.ndarray | None = None
     notes: dict[str, object] = field(default_factory=dict)
+    path: str = "in-memory"
+    fingerprint: str | None = None
+    num_workers: int | None = None
 
     @property
     def train_indices(self) -> np.ndarray:
         return self.splits["train"]
 
-    def eval_set(self, device: torch.device) -> EvalSet:
-        test = self.test
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train, StreamedDataset)
+
+    def _eval(self, data: Dataset | StreamedDataset, indices: np.ndarray | None = None):
+        if isinstance(data, StreamedDataset):
+            return StreamedEvalSet(data, indices, self.num_workers)
+        if indices is not None:
+            data = data.subset(indices)
         mean, std = self.train.mean, self.train.std
-        return EvalSet(test.images, test.labels, lambda x: normalize(x, mean, std))
+        return EvalSet(data.images, data.labels, lambda x: normalize(x, mean, std))
 
-    def val_set(self) -> EvalSet | None:
-        if self.val_indices is None:
-            return None
-        val = self.train.subset(self.val_indices)
+    def eval_set(self, device: torch.device | None = None):
+        """The test split, prepared for the model (``device`` is accepted for old callers)."""
+        return self._eval(self.test)
+
+    def val_set(self):
+        return None if self.val_indices is None else self._eval(self.train, self.val_indices)
+
+    def train_inputs(self):
+        """The whole training split in index order: a tensor of raw images (in memory) or a
+        streamed evaluation set (for the teacher-output cache)."""
+        return self._eval(self.train) if self.streamed else self.train.images
+
+    def example(self, device: torch.device, n: int = 2) -> torch.Tensor:
+        """``n`` prepared training inputs, for dry forwards (shapes, class counts)."""
+        if isinstance(self.train, StreamedDataset):
+            return self._eval(self.train).prepare(self.train.stack(range(min(n, len(self.train))))).to(device)
         mean, std = self.train.mean, self.train.std
-        return EvalSet(val.images, val.labels, lambda x: normalize(x, mean, std))
+        return normalize(self.train.images[:n].to(device), mean, std)
+
+    def batch_source(self, indices: np.ndarray | None, batch_size: int, device: torch.device, drop_last: bool = False):
+        """Shuffled, augmented training batches of ``indices`` from the path that holds the data."""
+        if isinstance(self.train, StreamedDataset):
+            return StreamSource(self.train, indices, batch_size, self.augment, device, self.num_workers, drop_last)
+        return InMemorySource(self.train.images, self.train.labels, indices, batch_size, self.augment, device, drop_last)
 
 
-def prepare_data(cfg: DataConfig) -> PreparedData:
-    train = load_dataset(cfg.name, "train", root=cfg.root, download=cfg.download)
-    test = load_dataset(cfg.name, "test", root=cfg.root, download=cfg.download)
+def resolve_config_data(cfg: DataConfig) -> DataPair:
+    """The train/test pair named by ``cfg.name`` (a catalog name, ``folder:DIR`` or ``python:…``)."""
+    return resolve_data(
+        cfg.name, root=cfg.root, download=cfg.download, stream=cfg.stream,
+        memory_limit_mb=cfg.memory_limit_mb, image_size=cfg.image_size, on_bad_image=cfg.on_bad_image,
+    )
+
+
+def prepare_data(cfg: DataConfig, pair: DataPair | None = None, log: bool = False) -> PreparedData:
+    """Splits and augmentation of ``cfg`` over ``pair`` (default: the data ``cfg.name`` names)."""
+    pair = pair if pair is not None else resolve_config_data(cfg)
+    if log:
+        print(pair.describe())
+    train, test = pair.train, pair.test
     labels = train.labels.numpy()
     pool = np.arange(len(train), dtype=np.int64)
     splits: dict[str, np.ndarray] = {}
@@ -101,7 +144,8 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     crop = cfg.crop_padding if cfg.crop_padding is not None else crop
     flip = cfg.hflip if cfg.hflip is not None else flip
     augment = BatchAugment(crop=crop or None, hflip=flip, mean=train.mean, std=train.std)
-    return PreparedData(train, test, splits, augment, val_idx, unlabeled)
+    return PreparedData(train, test, splits, augment, val_idx, unlabeled, path=pair.path,
+                        fingerprint=pair.fingerprint, num_workers=cfg.num_workers)
 
 
 class InMemorySource:

@@ -4,51 +4,74 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
 from kdlens.config import DistillConfig, OptimConfig
 from kdlens.distill import build_objective, create_loss
 from kdlens.distill.cache import TeacherOutputCache, weights_hash
 from kdlens.errors import KdlensError
 from kdlens.models import extract_features
 from kdlens.store import RunDir
-from kdlens.train.data_setup import InMemorySource, PreparedData, prepare_data
+from kdlens.data.reference import DataPair
+from kdlens.models.fingerprint import architecture_fingerprint
+from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.distill_loop import CachedTeacher, DistillLoop, HintPretrainLoop, LimitedLabelLoop, LiveTeacher
 from kdlens.train.hint_layers import match_student_layers, resolve_layers
-from kdlens.train.model_setup import model_for_data
-from kdlens.train.run import RunOutcome, execute_run
-from kdlens.train.teacher import load_teacher
+from kdlens.train.model_setup import check_output_classes
+from kdlens.train.run import RunOutcome, build_student, execute_run, run_identity, short_name
+from kdlens.train.run_trackers import run_trackers
+from kdlens.train.teacher import LoadedTeacher, load_teacher
+from kdlens.train.trackers import check_trackers
 from kdlens.train.trainer import Trainer, resolve_device
 
 
 def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, features: list[str]):
     crop = data.augment.padding > 0
-    if cfg.cache == "off" or (cfg.cache == "auto" and crop):
+    user_transforms = data.streamed and not data.train.raw  # may be random: outputs not fixed
+    if cfg.cache == "off" or (cfg.cache == "auto" and (crop or user_transforms)):
         return None
     if crop:
         raise KdlensError(
             "cache=on needs a transfer set without random crops (teacher outputs would change "
             "every epoch); set data.crop_padding=0 or cache=auto/off"
         )
+    if user_transforms:
+        raise KdlensError(
+            "cache=on: the training Dataset applies its own transforms, which kdlens cannot tell "
+            "to be deterministic; use cache=off (or return uint8 images and let kdlens augment)"
+        )
     transform = f"normalize(mean={data.train.mean}, std={data.train.std})"
+    dataset = cfg.data.name if data.fingerprint is None else f"{cfg.data.name}#{data.fingerprint}"
     return TeacherOutputCache(
-        f"{cfg.out}/cache/teacher-outputs", teacher_hash, cfg.data.name, "train", transform,
+        f"{cfg.out}/cache/teacher-outputs", teacher_hash, dataset, "train", transform,
         flips=data.augment.hflip, feature_names=features,
     )
 
 
 def run_distillation(
-    cfg: DistillConfig, resume: bool = False, progress: bool = True, hint_search=None
+    cfg: DistillConfig,
+    resume: bool = False,
+    progress: bool = True,
+    hint_search=None,
+    *,
+    student: nn.Module | None = None,
+    teacher: LoadedTeacher | None = None,
+    pair: DataPair | None = None,
 ) -> RunOutcome:
-    """Distill ``cfg.model`` from ``cfg.teacher``; ``hint_search`` resolves ``hints: auto``."""
-    data = prepare_data(cfg.data)
+    """Distill ``cfg.model`` from ``cfg.teacher``; ``hint_search`` resolves ``hints: auto``.
+
+    ``student`` (an ``nn.Module``), ``teacher`` (a loaded, frozen teacher) and ``pair``
+    (resolved data) replace what the config names: the Python API's path for user objects."""
+    data = prepare_data(cfg.data, pair, log=progress)
     device = resolve_device(cfg.device)
-    teacher = load_teacher(cfg.teacher.run, data.train, cfg.teacher.model, which=cfg.teacher.checkpoint)
-    student = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
-    example = data.eval_set(device).prepare(data.train.images[:2].to(device))
-    t_out = teacher.model(example)
-    if t_out.shape[1] != data.train.num_classes:
-        raise KdlensError(
-            f"teacher has {t_out.shape[1]} classes but {cfg.data.name!r} has {data.train.num_classes}"
-        )
+    if teacher is None:
+        teacher = load_teacher(cfg.teacher.run, data.train, cfg.teacher.model, which=cfg.teacher.checkpoint,
+                               weights=cfg.teacher.weights, kwargs=cfg.teacher.kwargs)
+    student = build_student(cfg, data, device, student)
+    example = data.example(torch.device("cpu"))
+    check_output_classes(teacher.model, example, data.train.num_classes, f"teacher {teacher.name}")
+    check_trackers(cfg.log)
     overrides: dict[str, Any] = {k: v for k, v in (("gamma", cfg.gamma), ("alpha", cfg.alpha), ("beta", cfg.beta)) if v is not None}
     overrides.update(cfg.loss)
     needs_hints = any(part.strip() not in _logit_methods() for part in cfg.method.split("+"))
@@ -74,7 +97,9 @@ def run_distillation(
     else:
         objective = build_objective(cfg.method, **overrides)
     teacher_hash = weights_hash(teacher.model)
-    identity = {**cfg.identity(), "teacher": {"weights_sha256": teacher_hash, "model": teacher.name}}
+    teacher_id = {"weights_sha256": teacher_hash, "model": teacher.name,
+                  "architecture": architecture_fingerprint(teacher.model)}
+    identity = {**run_identity(cfg, student, data), "teacher": teacher_id}
     if cfg.loop == "limited_label" and cfg.data.budget is None:
         raise KdlensError("loop=limited_label needs data.budget (the number of labeled examples)")
 
@@ -87,12 +112,12 @@ def run_distillation(
         teacher_outputs: Any = LiveTeacher(teacher.model, t_layers)
         notes: dict[str, Any] = {"teacher_cache": "off"}
         if cache is not None:
-            hit = cache.ensure(teacher.model, data.train.images, prepare, device)
+            hit = cache.ensure(teacher.model, data.train_inputs(), prepare, device)
             teacher_outputs = CachedTeacher(cache, device)
             notes["teacher_cache"] = "hit" if hit else "built"
             if progress:
                 print(f"teacher-output cache {'hit' if hit else 'miss (built)'}: {cache.dir}")
-        source = InMemorySource(data.train.images, data.train.labels, data.train_indices, cfg.batch_size, data.augment, device)
+        source = data.batch_source(data.train_indices, cfg.batch_size, device)
         common = dict(
             eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), seed=cfg.seed, device=device, bf16=cfg.bf16,
             channels_last=cfg.channels_last, eval_every=cfg.eval_every, progress=progress,
@@ -107,25 +132,26 @@ def run_distillation(
                     run_dir=pre_dir, description="hint pre-training", **{**common, "eval_set": None},
                 ).fit(resume=resume)
         if cfg.loop == "limited_label":
-            unlabeled = InMemorySource(
-                data.train.images, data.train.labels, data.unlabeled_indices, cfg.batch_size, data.augment, device
-            )
+            unlabeled = data.batch_source(data.unlabeled_indices, cfg.batch_size, device)
             kd = create_loss("kd", **{k: v for k, v in cfg.loss.items() if k == "T"})
             loop: Any = LimitedLabelLoop(source, unlabeled, teacher_outputs, kd)
         else:
             main = objective.main_phase() if objective.requires_pretraining else objective
             loop = DistillLoop(source, teacher_outputs, main, s_layers if main.hint_loss else [],
                                logit_warmup_epochs=logit_warmup_epochs(cfg.method, cfg.epochs))
-        trainer = Trainer(
-            student, loop, cfg.optim, cfg.epochs, run_dir=run_dir,
-            description=f"{cfg.method}: {teacher.name} → {cfg.model.name}", **common,
-        )
-        metrics = trainer.fit(resume=resume).metrics()
-        metrics.update(notes)
-        metrics["hint_layers"] = {"teacher": t_layers, "student": s_layers}
-        return metrics
+        with run_trackers(cfg, run_dir) as tracked:
+            trainer = Trainer(
+                student, loop, cfg.optim, cfg.epochs, run_dir=run_dir, trackers=tracked.trackers,
+                description=f"{cfg.method}: {teacher.name} → {cfg.model.name}", **common,
+            )
+            metrics = trainer.fit(resume=resume).metrics()
+            metrics.update(notes)
+            metrics["data_path"] = data.path
+            metrics["hint_layers"] = {"teacher": t_layers, "student": s_layers}
+            return tracked.finish(metrics)
 
-    default = f"{cfg.method.replace('+', '_')}-{teacher.name}-{cfg.model.name}-{cfg.data.name}"
+    default = "-".join([cfg.method.replace("+", "_"), short_name(teacher.name), short_name(cfg.model.name),
+                        short_name(cfg.data.name)])
     return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body)
 
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from kdlens.config import TrainConfig
+from kdlens.data.reference import DataPair
+from kdlens.models.fingerprint import architecture_fingerprint
 from kdlens.store import RunDir, RunIndex, config_hash
-from kdlens.train.data_setup import InMemorySource, prepare_data
+from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.loop import SupervisedLoop
-from kdlens.train.model_setup import model_for_data
+from kdlens.train.model_setup import check_output_classes, model_for_data
+from kdlens.train.run_trackers import run_trackers
+from kdlens.train.trackers import check_trackers
 from kdlens.train.teacher import init_from
 from kdlens.train.trainer import Trainer, resolve_device
 
@@ -96,29 +104,81 @@ def execute_run(
     return RunOutcome(run_id, run_dir.path, metrics)
 
 
-def run_training(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunOutcome:
-    """Train ``cfg.model`` on ``cfg.data`` (supervised), recorded in ``cfg.out``."""
-    data = prepare_data(cfg.data)  # data, model and init are checked before any run is recorded
-    device = resolve_device(cfg.device)
-    model = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
+def weights_file_sha256(path: str | None) -> str | None:
+    """SHA-256 of a weights file (part of a run's identity), or None."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_identity(cfg: TrainConfig, model: nn.Module, data: PreparedData, **extra: Any) -> dict[str, Any]:
+    """What defines a run's result: the config's identity fields, the model's architecture
+    fingerprint (so an edited model never reuses a finished run), the data's fingerprint
+    (folders, user Datasets) and the initial weights file's hash."""
+    identity = {**cfg.identity(), "architecture": architecture_fingerprint(model), **extra}
+    if data.fingerprint is not None:
+        identity["data_fingerprint"] = data.fingerprint
+    if cfg.model.weights is not None:
+        identity["model_weights_sha256"] = weights_file_sha256(cfg.model.weights)
+    return identity
+
+
+def build_student(cfg: TrainConfig, data: PreparedData, device: torch.device, model: nn.Module | None = None) -> nn.Module:
+    """``cfg.model`` built for ``data`` (or the user's ``model``), initialised from ``model.init``
+    / ``model.weights``, checked by a dry forward to give one logit per class."""
+    if model is None:
+        model = model_for_data(cfg.model.name, data.train, cfg.seed, weights=cfg.model.weights, **cfg.model.kwargs)
     if cfg.model.init:
         init_from(model, cfg.model.init, data.train)
+    check_output_classes(model, data.example(torch.device("cpu")), data.train.num_classes, f"model {cfg.model.name}")
+    return model
+
+
+def run_training(
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    model: nn.Module | None = None,
+    pair: DataPair | None = None,
+) -> RunOutcome:
+    """Train ``cfg.model`` on ``cfg.data`` (supervised), recorded in ``cfg.out``.
+
+    ``model`` (an ``nn.Module``) and ``pair`` (resolved data) replace what the config names:
+    the Python API passes the user's own objects this way."""
+    data = prepare_data(cfg.data, pair, log=progress)  # data, model and init are checked before any run is recorded
+    device = resolve_device(cfg.device)
+    model = build_student(cfg, data, device, model)
+    check_trackers(cfg.log)
 
     def body(run_dir: RunDir) -> dict[str, Any]:
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
-        source = InMemorySource(
-            data.train.images, data.train.labels, data.train_indices, cfg.batch_size, data.augment, device
-        )
-        trainer = Trainer(
-            model, SupervisedLoop(source, cfg.label_smoothing), cfg.optim, cfg.epochs,
-            eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), run_dir=run_dir, seed=cfg.seed, device=device,
-            bf16=cfg.bf16, channels_last=cfg.channels_last, eval_every=cfg.eval_every,
-            progress=progress, description=f"{cfg.model.name} on {cfg.data.name}",
-        )
-        return trainer.fit(resume=resume).metrics()
+        source = data.batch_source(data.train_indices, cfg.batch_size, device)
+        with run_trackers(cfg, run_dir) as tracked:
+            trainer = Trainer(
+                model, SupervisedLoop(source, cfg.label_smoothing), cfg.optim, cfg.epochs,
+                eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), run_dir=run_dir,
+                seed=cfg.seed, device=device, bf16=cfg.bf16, channels_last=cfg.channels_last,
+                eval_every=cfg.eval_every, progress=progress, description=f"{cfg.model.name} on {cfg.data.name}",
+                trackers=tracked.trackers,
+            )
+            metrics = trainer.fit(resume=resume).metrics()
+            metrics["data_path"] = data.path
+            return tracked.finish(metrics)
 
-    default = f"{cfg.model.name}-{cfg.data.name}"
+    default = f"{short_name(cfg.model.name)}-{short_name(cfg.data.name)}"
     return execute_run(
-        "train", cfg.identity(), cfg.model_dump(), cfg.out, cfg.name or default, resume, body
+        "train", run_identity(cfg, model, data), cfg.model_dump(), cfg.out, cfg.name or default, resume, body
     )
+
+
+def short_name(ref: str) -> str:
+    """A reference as a run-id fragment: ``torchvision:resnet18`` → ``resnet18``,
+    ``folder:/data/pets`` → ``pets``, ``my_pkg.models:TinyNet`` → ``TinyNet``."""
+    tail = ref.rstrip("/").replace("\\", "/").split(":")[-1].split("/")[-1].split(".")[-1]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in tail) or "data"

@@ -9,6 +9,7 @@ from torch import nn
 
 from kdlens.data import Dataset
 from kdlens.errors import KdlensError
+from kdlens.models.weights import extract_state_dict, load_state_checked
 from kdlens.store import RunDir, safe_torch_load
 from kdlens.train.model_setup import model_for_data
 
@@ -38,19 +39,37 @@ def resolve_checkpoint(ref: str, which: str = "last") -> tuple[Path, str | None,
     raise KdlensError(f"teacher {ref!r} is neither a run directory nor a checkpoint file")
 
 
-def load_teacher(ref: str, data: Dataset, model_name: str | None = None, seed: int = 0, which: str = "last") -> LoadedTeacher:
-    ckpt, run_model, kwargs = resolve_checkpoint(ref, which)
-    name = model_name or run_model
+def load_teacher(
+    ref: str | None,
+    data: Dataset,
+    model_name: str | None = None,
+    seed: int = 0,
+    which: str = "last",
+    weights: str | None = None,
+    kwargs: dict | None = None,
+) -> LoadedTeacher:
+    """A frozen teacher from a run directory, a checkpoint file (``model_name`` names its
+    architecture), or a model reference ``model_name`` with a ``weights`` file trained elsewhere."""
+    if weights is not None:
+        if model_name is None:
+            raise KdlensError("a teacher weights file needs the teacher's model reference (--teacher-model REF)")
+        ckpt, name, run_kwargs = Path(weights), model_name, {}
+        if not ckpt.is_file():
+            raise KdlensError(f"teacher weights file {weights!r} does not exist")
+    elif ref is None:
+        raise KdlensError("give a teacher: a run directory, or --teacher-model REF --weights PATH")
+    else:
+        ckpt, run_model, run_kwargs = resolve_checkpoint(ref, which)
+        name = model_name or run_model
     if name is None:
         raise KdlensError(f"teacher checkpoint {ref!r} is a bare file: also give the teacher model name (teacher.model=…)")
-    model = model_for_data(name, data, seed, **kwargs)
-    state = safe_torch_load(ckpt)
-    state = state.get("model", state) if isinstance(state, dict) else state
+    model = model_for_data(name, data, seed, **{**run_kwargs, **(kwargs or {})})
+    state = extract_state_dict(safe_torch_load(ckpt), str(ckpt))
     check_class_count(model, state, data, name)
     try:
         load_state_checked(model, state, f"teacher {name} from {ckpt}")
     except KdlensError as exc:
-        trained_on = RunDir(ref).read_config().get("data", {}).get("name") if Path(ref).is_dir() else None
+        trained_on = RunDir(ref).read_config().get("data", {}).get("name") if ref and Path(ref).is_dir() else None
         if trained_on and trained_on != data.name:
             raise KdlensError(f"{exc}\n  the teacher was trained on {trained_on!r} but the transfer set is "
                               f"{data.name!r} (other input size or channels); distill on {trained_on!r} or "
@@ -73,29 +92,9 @@ def check_class_count(model: nn.Module, state: dict, data: Dataset, name: str) -
         )
 
 
-def load_state_checked(model: nn.Module, state: dict, what: str) -> None:
-    """``load_state_dict`` with a readable report of missing / unexpected / mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shape:
-        lines = [f"{what}: checkpoint does not fit the architecture"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
-        if shape:
-            lines.append("  shape mismatches: " + "; ".join(shape[:6]))
-        raise KdlensError("\n".join(lines))
-    model.load_state_dict(state)
-
-
 def init_from(model: nn.Module, ref: str, data: Dataset) -> None:
     """Initialise ``model`` in place from a run directory or checkpoint (fine-tuning)."""
     ckpt, _, _ = resolve_checkpoint(ref)
-    state = safe_torch_load(ckpt)
-    state = state.get("model", state) if isinstance(state, dict) else state
+    state = extract_state_dict(safe_torch_load(ckpt), str(ckpt))
     check_class_count(model, state, data, type(model).__name__)
     load_state_checked(model, state, f"init weights from {ckpt}")
