@@ -72,11 +72,13 @@ def methods() -> None:
 
 @user_errors_exit_2
 def tune(
-    config: str = typer.Argument(..., help="tune YAML: base (a distill config), space, trials"),
+    config: str = typer.Argument(..., help="tune YAML: base (a distill config, or kind: train), space, trials"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Search loss weights (γ, α, β, T) with Optuna on a validation split; resumable."""
+    """Search any config keys (optim.lr, batch_size, loss.T, gamma, alpha, …) with Optuna on a
+    validation split; resumable.  Writes OUT/NAME.best.yaml: the base with the best trial's
+    values, which `kdlens train` / `kdlens distill` run unchanged."""
     from kdlens.config import TuneConfig
     from kdlens.studies.tune import run_tune
 
@@ -84,3 +86,4 @@ def tune(
     result = run_tune(cfg, progress=not quiet)
     typer.echo(f"best: {result['best_params']} → val acc {result['best_val_acc']:.2f}% "
                f"after {result['trials']} trials ({result['storage']})")
+    typer.echo(f"best config: {result['best_config']} (kdlens {cfg.base.kind} {result['best_config']})")

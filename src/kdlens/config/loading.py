@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,8 +117,16 @@ def format_validation_error(schema: type[BaseModel], exc: ValidationError, sourc
 def _allowed_keys(schema: type[BaseModel], parent: list[str]) -> list[str]:
     model: Any = schema
     for part in parent:
-        field = getattr(model, "model_fields", {}).get(part)
+        field = _fields(model).get(part)
         if field is None:
             return []
         model = field.annotation
-    return sorted(getattr(model, "model_fields", {}))
+    return sorted(_fields(model))
+
+
+def _fields(annotation: Any) -> dict[str, Any]:
+    """The fields of a model, or of all models of a union (a tune ``base``: distill | train)."""
+    fields: dict[str, Any] = {}
+    for member in reversed(typing.get_args(annotation) or (annotation,)):
+        fields.update(getattr(member, "model_fields", {}))
+    return fields

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from kdlens.config.search_space import SearchParam, corner_errors, space_errors, trial_mapping
 
 
 class Strict(BaseModel):
@@ -143,45 +146,83 @@ class DistillConfig(TrainConfig):
     )
 
 
-class SearchRange(Strict):
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SearchRange:
-        if not self.low < self.high:
-            raise ValueError(f"low={self.low} must be < high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scale range needs low > 0")
-        return self
-
-
-TUNABLE = ("gamma", "alpha", "beta", "T")
+DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    # PURSUhInT chose γ, α, β by Bayesian search (Keser et al. 2022 §4); T around Hinton's 4
+    "distill": {"gamma": {"low": 0.05, "high": 1.0}, "alpha": {"low": 0.1, "high": 1.0}, "T": {"low": 1.0, "high": 10.0}},
+    # around RepDistiller's lr 0.05 and batch 64 (Tian et al. 2020)
+    "train": {"optim.lr": {"low": 0.005, "high": 0.5, "log": True}, "batch_size": {"choices": [32, 64, 128]}},
+}
 
 
 class TuneConfig(Strict):
-    """Bayesian search (Optuna TPE) of loss weights on a validation split, as PURSUhInT
-    chose γ, α, β (Keser et al. 2022 §4)."""
+    """Bayesian search (Optuna TPE) of any config keys on a validation split, as PURSUhInT
+    chose γ, α, β (Keser et al. 2022 §4).
+
+    ``base``: a distill config, or a train config with ``kind: train``.  ``space``: dotted
+    keys of the base (``optim.lr``, ``batch_size``, ``loss.T``; ``T`` for short) → a float
+    range, an int range (``int: true``) or ``choices`` (:mod:`kdlens.config.search_space`).
+    Keys, types and every trial's extreme values are checked here, before anything trains.
+    """
 
     kind: Literal["tune"] = "tune"
-    base: DistillConfig
-    space: dict[str, SearchRange] = Field(
-        default_factory=lambda: {
-            "gamma": SearchRange(low=0.05, high=1.0),
-            "alpha": SearchRange(low=0.1, high=1.0),
-            "T": SearchRange(low=1.0, high=10.0),
-        }
+    base: DistillConfig | TrainConfig = Field(..., description="every trial's config: distill (default) or kind: train")
+    space: dict[str, SearchParam] | None = Field(
+        None, validate_default=True, description="dotted config key → search dimension (None: DEFAULT_SPACES[base.kind])"
     )
     trials: int = Field(20, gt=0)
     seed: int = 0
     name: str = "tune"
 
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base_by_kind(cls, value: Any) -> Any:
+        if isinstance(value, TrainConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping: a distill config, or a train config with kind: train")
+        schema = {"distill": DistillConfig, "train": TrainConfig}.get(value.get("kind", "distill"))
+        if schema is None:
+            raise ValueError(f"kind {value['kind']!r} cannot be tuned: use kind: distill (the default) or kind: train")
+        return schema.model_validate(value)  # its errors keep their keys (base.optim.lr)
+
+    @field_validator("space")
+    @classmethod
+    def _space_keys(cls, space: dict[str, SearchParam] | None, info: ValidationInfo) -> dict[str, SearchParam] | None:
+        base = info.data.get("base")
+        if base is None:  # the base's own errors are reported
+            return space
+        if space is None:
+            return {k: SearchParam.model_validate(v) for k, v in DEFAULT_SPACES[base.kind].items()}
+        if not space:
+            raise ValueError("is empty: name at least one config key to search (e.g. optim.lr)")
+        _raise_at_keys(space_errors(type(base), space), space)
+        return space
+
     @model_validator(mode="after")
-    def _space_keys(self) -> TuneConfig:
-        bad = [k for k in self.space if k not in TUNABLE]
-        if bad:
-            raise ValueError(f"space: cannot tune {bad}; tunable: {', '.join(TUNABLE)}")
+    def _trials_are_valid(self) -> TuneConfig:
         if self.base.data.val_fraction <= 0:
             raise ValueError("base.data.val_fraction must be > 0: tuning evaluates on a validation split")
+        _raise_at_keys(corner_errors(self.base, self.space or {}, self._trial_settings(0)), self.space or {}, "space")
         return self
+
+    def _trial_settings(self, number: int) -> dict[str, Any]:
+        return {"eval_split": "val", "name": f"{self.name}-trial{number}"}
+
+    def trial_mapping(self, params: dict[str, Any], number: int) -> dict[str, Any]:
+        """Trial ``number``'s config: the base with ``params`` applied, evaluated on val."""
+        return trial_mapping(self.base, params, self._trial_settings(number))
+
+    def best_mapping(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The base with ``params`` applied and nothing else: a config ``kdlens train|distill`` runs."""
+        return trial_mapping(self.base, params)
+
+
+def _raise_at_keys(errors: list[tuple[str, str]], space: dict[str, SearchParam], *where: str) -> None:
+    """Raise ``errors`` (``(key, why)``) as one validation error at ``[*where, key]``."""
+    if errors:
+        raise ValidationError.from_exception_data("TuneConfig", [
+            {"type": PydanticCustomError("search_space", "{why}", {"why": why}),
+             "loc": (*where, key) if key else where,
+             "input": space[key].model_dump(by_alias=True, exclude_defaults=True) if key else {}}
+            for key, why in errors
+        ])
