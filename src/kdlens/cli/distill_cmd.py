@@ -15,8 +15,11 @@ from kdlens.config import DistillConfig, load_config
 def distill(
     args: list[str] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
     teacher: str = typer.Option(None, help="teacher run directory or checkpoint file"),
-    teacher_model: str = typer.Option(None, "--teacher-model", help="teacher model (bare checkpoint only)"),
-    student: str = typer.Option(None, help="student model name"),
+    teacher_model: str = typer.Option(None, "--teacher-model", help="teacher model reference (with --teacher-weights, "
+                                      "or for a bare checkpoint file)"),
+    teacher_weights: str = typer.Option(None, "--teacher-weights", help="teacher weights file trained outside kdlens"),
+    student: str = typer.Option(None, help="student model reference: zoo name, torchvision:NAME, timm:NAME, pkg.mod:Class"),
+    student_weights: str = typer.Option(None, "--student-weights", help="student initial weights (a local file)"),
     method: str = typer.Option(None, help="e.g. kd, at+kd, fitnet+kd, crd (see `kdlens methods`)"),
     hints: str = typer.Option(None, help="teacher hint points: 6,27,49 | conventional | auto | names"),
     student_hints: str = typer.Option(None, "--student-hints"),
@@ -34,6 +37,9 @@ def distill(
     budget: int = typer.Option(None, help="balanced label budget (limited-label loop)"),
     temperature: float = typer.Option(None, "--T", help="distillation temperature"),
     cache: str = typer.Option(None, help="teacher-output cache: auto | on | off"),
+    log: list[str] = typer.Option(None, "--log", help="also log to: tensorboard | mlflow (repeatable)"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default sqlite:///OUT/mlflow.db)"),
+    num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers of the streamed data path"),
     resume: bool = typer.Option(False, "--resume"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
@@ -44,9 +50,10 @@ def distill(
     flags = flag_overrides(
         model=student, dataset=dataset, root=root, epochs=epochs, batch_size=batch_size, lr=lr,
         seed=seed, out=out, name=name, device=device, bf16=bf16, channels_last=channels_last,
-        budget=budget,
+        budget=budget, weights=student_weights, log=log, tracking_uri=tracking_uri, num_workers=num_workers,
     )
-    extra = {"teacher.run": teacher, "teacher.model": teacher_model, "method": method,
+    extra = {"teacher.run": teacher, "teacher.model": teacher_model, "teacher.weights": teacher_weights,
+             "method": method,
              "cache": cache, "loss.T": temperature}
     flags += [f"{k}={v}" for k, v in extra.items() if v is not None]
     # hint lists stay strings here; the library parses "6,27,49" and names

@@ -11,6 +11,7 @@ import typer
 from kdlens.cli.errors import user_errors_exit_2
 from kdlens.config import TrainConfig, load_config
 from kdlens.errors import KdlensError
+from kdlens.models.reference import describe_reference_forms
 
 
 def split_config_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
@@ -38,15 +39,23 @@ def flag_overrides(**flags) -> list[str]:
         "channels_last": "channels_last",
         "budget": "data.budget",
         "download": "data.download",
+        "weights": "model.weights",
+        "tracking_uri": "tracking_uri",
+        "num_workers": "data.num_workers",
+        "stream": "data.stream",
     }
-    return [f"{mapping[k]}={v}" for k, v in flags.items() if v is not None]
+    out = [f"{mapping[k]}={v}" for k, v in flags.items() if v is not None and k != "log"]
+    if flags.get("log"):
+        out.append("log=[" + ",".join(["jsonl", *(n for n in flags["log"] if n != "jsonl")]) + "]")
+    return out
 
 
 @user_errors_exit_2
 def train(
     args: list[str] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
-    model: str = typer.Option(None, help="model name (see `kdlens models`)"),
-    dataset: str = typer.Option(None, help="dataset name: digits, fashion-mnist, mnist, cifar10, …"),
+    model: str = typer.Option(None, help=f"model reference: {describe_reference_forms()}"),
+    weights: str = typer.Option(None, help="initial weights from a local file (a state_dict or a checkpoint)"),
+    dataset: str = typer.Option(None, help="dataset: digits, fashion-mnist, cifar10, …, folder:DIR or python:pkg.mod:make"),
     root: str = typer.Option(None, help="dataset root directory"),
     epochs: int = typer.Option(None),
     batch_size: int = typer.Option(None, "--batch-size"),
@@ -59,6 +68,10 @@ def train(
     channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last"),
     budget: int = typer.Option(None, help="balanced label budget"),
     download: bool = typer.Option(None, "--download/--no-download"),
+    log: list[str] = typer.Option(None, "--log", help="also log to: tensorboard | mlflow (repeatable)"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default sqlite:///OUT/mlflow.db)"),
+    num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers of the streamed data path"),
+    stream: str = typer.Option(None, help="folder data: auto | on | off (in memory)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ddp: int = typer.Option(None, "--ddp", metavar="N", help="train data-parallel on N processes of this "
@@ -71,7 +84,8 @@ def train(
     flags = flag_overrides(
         model=model, dataset=dataset, root=root, epochs=epochs, batch_size=batch_size, lr=lr,
         seed=seed, out=out, name=name, device=device, bf16=bf16, channels_last=channels_last,
-        budget=budget, download=download,
+        budget=budget, download=download, weights=weights, log=log, tracking_uri=tracking_uri,
+        num_workers=num_workers, stream=stream,
     )
     cfg = load_config(TrainConfig, path, flags + overrides)
     if ddp is not None or "WORLD_SIZE" in os.environ:

@@ -19,7 +19,11 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    name: str = Field("digits", description="dataset name (kdlens datasets)")
+    name: str = Field(
+        "digits",
+        description="dataset reference: a catalog name (digits, fashion-mnist, …), folder:DIR "
+        "(train/ and val/ or test/ of class sub-folders) or python:pkg.module:make (returns train, test)",
+    )
     root: str | None = Field(None, description="torchvision-style root directory")
     download: bool = Field(False, description="download through torchvision when missing")
     budget: int | None = Field(
@@ -41,6 +45,22 @@ class DataConfig(Strict):
     unlabeled_limit: int | None = Field(
         None, gt=0, description="use at most this many unlabeled examples (random, seeded)"
     )
+    stream: Literal["auto", "on", "off"] = Field(
+        "auto", description="folder data: decode lazily in DataLoader workers (on), hold in memory "
+        "(off), or auto: in memory when the decoded images fit in memory_limit_mb",
+    )
+    memory_limit_mb: float = Field(
+        1024.0, gt=0, description="stream=auto: largest decoded dataset (both splits, uint8) held in memory"
+    )
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes of the streamed path (None: min(4, CPUs))"
+    )
+    image_size: int | None = Field(
+        None, gt=0, description="folder data: resize every image to this square size (None: keep; all must match)"
+    )
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="an unreadable image in a folder: exit naming the file, or skip it (counted)"
+    )
 
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:
@@ -50,8 +70,12 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    name: str = Field("thesis_student", description="model name (kdlens models)")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model kwargs")
+    name: str = Field(
+        "thesis_student",
+        description="model reference: a zoo name (kdlens models), torchvision:NAME, timm:NAME or pkg.module:Class",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's constructor")
+    weights: str | None = Field(None, description="initial weights from a local file (a state_dict or a checkpoint)")
     init: str | None = Field(None, description="initialise from a run directory or checkpoint (fine-tuning)")
 
 
@@ -96,6 +120,13 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="α_LS of the CE target")
     out: str = Field("runs", description="run store directory")
     name: str | None = Field(None, description="run name (default: derived from the config)")
+    log: list[Literal["jsonl", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="trackers: jsonl (always, metrics.jsonl), tensorboard, mlflow",
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)"
+    )
 
     @model_validator(mode="after")
     def _val_split_exists(self) -> TrainConfig:
@@ -105,13 +136,30 @@ class TrainConfig(Strict):
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (not where it is stored or shown)."""
-        return self.model_dump(exclude={"out", "name", "device"})
+        return self.model_dump(exclude={"out", "name", "device", "log", "tracking_uri"})
 
 
 class TeacherConfig(Strict):
-    run: str = Field(..., description="teacher run directory or checkpoint file")
-    model: str | None = Field(None, description="teacher model name (only for a bare checkpoint file)")
+    """A kdlens run directory, or a model reference with a weights file trained elsewhere."""
+
+    run: str | None = Field(None, description="teacher run directory or checkpoint file")
+    model: str | None = Field(
+        None, description="teacher model reference (with weights=PATH, or for a bare checkpoint file)"
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the teacher's constructor")
+    weights: str | None = Field(None, description="teacher weights file (a state_dict or a checkpoint)")
     checkpoint: Literal["last", "best"] = Field("last", description="which checkpoint of a run")
+
+    @model_validator(mode="after")
+    def _run_or_model(self) -> TeacherConfig:
+        if self.run is None and self.weights is None:
+            raise ValueError("give teacher.run (a kdlens run directory or checkpoint) or "
+                             "teacher.model=REF with teacher.weights=PATH")
+        if self.run is not None and self.weights is not None:
+            raise ValueError("teacher.run and teacher.weights both name the weights: give one")
+        if self.weights is not None and self.model is None:
+            raise ValueError("teacher.weights needs teacher.model (the architecture, e.g. torchvision:resnet18)")
+        return self
 
 
 class DistillConfig(TrainConfig):
