@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdlens.train.accuracy import top_k_for, topk_correct
+
 
 @dataclass
 class EvalSet:
@@ -69,9 +71,11 @@ def evaluate(
     bf16: bool = False,
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """``{"acc": top-1 accuracy in %, "loss": mean cross-entropy}``."""
+    """``{"acc": top-1 accuracy in %, "acc5": top-k accuracy in % with k = min(5, classes),
+    "loss": mean cross-entropy}`` (top-k as in :func:`kdlens.train.accuracy.topk_correct`)."""
     logits = predict_logits(model, data, device, batch_size, bf16, channels_last)
     labels = data.labels.cpu()
     acc = (logits.argmax(1) == labels).float().mean().item() * 100.0
+    acc5 = topk_correct(logits, labels, top_k_for(logits.shape[1])).float().mean().item() * 100.0
     loss = F.cross_entropy(logits, labels).item()
-    return {"acc": acc, "loss": loss}
+    return {"acc": acc, "acc5": acc5, "loss": loss}

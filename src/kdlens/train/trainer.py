@@ -18,12 +18,14 @@ import torch
 from torch import nn
 
 from kdlens.config import OptimConfig
-from kdlens.errors import TrainingDivergedError
+from kdlens.errors import KdlensError, TrainingDivergedError
 from kdlens.store import RunDir, atomic_torch_save, safe_torch_load
+from kdlens.train.accuracy import top_k_for, topk_correct
 from kdlens.train.evaluate import EvalSet, autocast_context, evaluate
 from kdlens.train.loop import Loop
 from kdlens.train.progress import TrainingProgress
 from kdlens.train.schedules import build_optimizer, build_scheduler
+from kdlens.train.trackers import Trackers, numeric_entries
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -38,17 +40,24 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class TrainResult:
+    """Test accuracies in % (``*_acc5``: top-k with k = min(5, classes)); ``best_acc5`` is
+    the top-5 of the epoch with the best top-1."""
+
     final_acc: float | None
     best_acc: float | None
     best_epoch: int | None
     epochs: int
     images_per_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    final_acc5: float | None = None
+    best_acc5: float | None = None
 
     def metrics(self) -> dict[str, Any]:
         return {
             "final_acc": self.final_acc,
+            "final_acc5": self.final_acc5,
             "best_acc": self.best_acc,
+            "best_acc5": self.best_acc5,
             "best_epoch": self.best_epoch,
             "epochs": self.epochs,
             "images_per_s": self.images_per_s,
@@ -56,7 +65,14 @@ class TrainResult:
 
 
 class Trainer:
-    """Fit ``model`` with ``loop`` for ``epochs``; evaluate, log, checkpoint, resume."""
+    """Fit ``model`` with ``loop`` for ``epochs``; evaluate, log, checkpoint, resume.
+
+    ``trackers`` (:mod:`kdlens.train.trackers`) receive, every ``log_every`` steps and at
+    the last step of an epoch, the step's loss parts, ``loss``, batch ``top1``/``top5`` (% of
+    its labeled examples), ``lr`` and ``images_per_s`` at global step
+    ``epoch · batches per epoch + step`` (``"step"`` scope), and each epoch the numbers of
+    the metrics.jsonl row at step ``epoch`` (``"epoch"`` scope).
+    """
 
     def __init__(
         self,
@@ -75,7 +91,11 @@ class Trainer:
         progress: bool = True,
         description: str = "train",
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        trackers: Trackers | None = None,
+        log_every: int = 10,
     ) -> None:
+        if log_every < 1:
+            raise KdlensError(f"log_every={log_every}: log every 1 or more steps")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device)
         if channels_last:
@@ -98,8 +118,11 @@ class Trainer:
         self.progress = progress
         self.description = description
         self.on_epoch_end = on_epoch_end
+        self.trackers = trackers if trackers else None  # an empty composite costs nothing per step
+        self.log_every = log_every
         self.start_epoch = 0
         self.best_acc: float | None = None
+        self.best_acc5: float | None = None
         self.best_epoch: int | None = None
 
     # -- checkpoints -------------------------------------------------------------
@@ -112,6 +135,7 @@ class Trainer:
             "loop": self.loop.state_dict(),
             "extra_modules": [m.state_dict() for m in self.loop.trainable_modules()],
             "best_acc": self.best_acc,
+            "best_acc5": self.best_acc5,
             "best_epoch": self.best_epoch,
             "rng_torch": torch.get_rng_state(),
         }
@@ -124,6 +148,7 @@ class Trainer:
         for module, module_state in zip(self.loop.trainable_modules(), state.get("extra_modules", [])):
             module.load_state_dict(module_state)
         self.best_acc = state.get("best_acc")
+        self.best_acc5 = state.get("best_acc5")
         self.best_epoch = state.get("best_epoch")
         torch.set_rng_state(state["rng_torch"])
         self.start_epoch = int(state["epoch"])
@@ -158,7 +183,10 @@ class Trainer:
         for module in self.loop.trainable_modules():
             module.train()
         totals: dict[str, float] = {}
-        n_seen, n_correct, n_labeled, steps = 0, 0, 0, 0
+        n_seen, n_correct, n_correct5, n_labeled, steps = 0, 0, 0, 0, 0
+        first_step = epoch * self.loop.num_batches()  # global step numbering survives a resume
+        logged_step, logged_seen, logged_time = -1, 0, time.perf_counter()
+        last: dict[str, float] = {}
         start = time.perf_counter()
         for step, batch in enumerate(self.loop.batches(generator)):
             if self.channels_last and batch.x.dim() == 4:
@@ -171,13 +199,21 @@ class Trainer:
             self.optimizer.step()
             steps += 1
             n_seen += batch.x.shape[0]
-            for key, value in out.parts.items():
-                totals[key] = totals.get(key, 0.0) + as_float(value)
-            totals["loss"] = totals.get("loss", 0.0) + float(out.loss.detach())
+            last = {key: as_float(value) for key, value in out.parts.items()}
+            last["loss"] = float(out.loss.detach())
+            for key, value in last.items():
+                totals[key] = totals.get(key, 0.0) + value
             if out.logits is not None and out.targets is not None:
-                labeled = out.targets >= 0
-                n_labeled += int(labeled.sum())
-                n_correct += int((out.logits.detach().argmax(1)[labeled] == out.targets[labeled]).sum())
+                b_labeled, b_correct, b_correct5 = _batch_hits(out.logits.detach(), out.targets)
+                n_labeled += b_labeled
+                n_correct += b_correct
+                n_correct5 += b_correct5
+                if b_labeled:
+                    last["top1"] = 100.0 * b_correct / b_labeled
+                    last["top5"] = 100.0 * b_correct5 / b_labeled
+            if self.trackers is not None and steps % self.log_every == 0:
+                logged_time = self._log_step(last, first_step + step, n_seen - logged_seen, logged_time)
+                logged_step, logged_seen = first_step + step, n_seen
             elapsed = time.perf_counter() - start
             bar.advance(
                 1,
@@ -187,16 +223,28 @@ class Trainer:
                 **{"img/s": f"{n_seen / max(elapsed, 1e-9):.0f}"},
             )
         elapsed = time.perf_counter() - start
+        if self.trackers is not None and steps and logged_step != first_step + steps - 1:
+            self._log_step(last, first_step + steps - 1, n_seen - logged_seen, logged_time)
         row = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()}
         if n_labeled:
             row["train_acc"] = 100.0 * n_correct / n_labeled
+            row["train_acc5"] = 100.0 * n_correct5 / n_labeled
         row["images_per_s"] = n_seen / max(elapsed, 1e-9)
         row["epoch_seconds"] = elapsed
         return row
 
+    def _log_step(self, values: dict[str, float], global_step: int, images: int, since: float) -> float:
+        """Send one step's numbers to the trackers (``images_per_s`` over the ``images`` seen
+        since the previous log at time ``since``); returns the time now."""
+        now = time.perf_counter()
+        metrics = {**values, "lr": self.optimizer.param_groups[0]["lr"],
+                   "images_per_s": images / max(now - since, 1e-9)}
+        self.trackers.log_metrics(metrics, global_step, "step")
+        return now
+
     def fit(self, resume: bool = False) -> TrainResult:
-        if resume:
-            self.resume()
+        if resume and self.resume() and self.trackers is not None:
+            self.trackers.resumed(self.start_epoch, self.start_epoch * self.loop.num_batches())
         history = self.run_dir.read_metrics() if self.run_dir and resume else []
         total_steps = self.epochs * self.loop.num_batches()
         with TrainingProgress(self.description, total_steps, self.progress) as bar:
@@ -213,9 +261,10 @@ class Trainer:
                         self.model, self.eval_set, self.device, bf16=self.bf16,
                         channels_last=self.channels_last,
                     )
-                    row["test_acc"], row["test_loss"] = scores["acc"], scores["loss"]
+                    row["test_acc"], row["test_acc5"], row["test_loss"] = scores["acc"], scores["acc5"], scores["loss"]
                     if self.best_acc is None or scores["acc"] > self.best_acc:
                         self.best_acc, self.best_epoch, is_best = scores["acc"], epoch + 1, True
+                        self.best_acc5 = scores["acc5"]
                     bar.log(
                         f"epoch {epoch + 1}/{self.epochs}: loss {row['train_loss']:.4f}, "
                         f"test acc {scores['acc']:.2f}%"
@@ -223,6 +272,9 @@ class Trainer:
                 history.append(row)
                 if self.run_dir is not None:
                     self.run_dir.append_metrics(row)
+                if self.trackers is not None:
+                    self.trackers.log_metrics(
+                        {k: v for k, v in numeric_entries(row).items() if k != "epoch"}, epoch + 1, "epoch")
                 self._save(epoch + 1, is_best)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(row)
@@ -230,12 +282,24 @@ class Trainer:
         speeds = [r["images_per_s"] for r in history if "images_per_s" in r]
         return TrainResult(
             final_acc=last_eval[-1]["test_acc"] if last_eval else None,
+            final_acc5=last_eval[-1].get("test_acc5") if last_eval else None,
             best_acc=self.best_acc,
+            best_acc5=self.best_acc5,
             best_epoch=self.best_epoch,
             epochs=self.epochs,
             images_per_s=sum(speeds) / len(speeds) if speeds else 0.0,
             history=history,
         )
+
+
+def _batch_hits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int, int]:
+    """(labeled, top-1 correct, top-k correct with k = min(5, classes)) of one batch, read
+    back in one device sync; rows with target −1 (unlabeled) count nowhere."""
+    labeled = targets >= 0
+    hit1 = (logits.argmax(1) == targets) & labeled
+    hit5 = topk_correct(logits, targets.clamp(min=0), top_k_for(logits.shape[1])) & labeled
+    counts = torch.stack([labeled.sum(), hit1.sum(), hit5.sum()]).tolist()
+    return counts[0], counts[1], counts[2]
 
 
 def as_float(value: torch.Tensor | float) -> float:
