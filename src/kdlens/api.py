@@ -19,6 +19,8 @@ resolved config of every run is in its directory.  Runs are recorded in ``out`` 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +87,18 @@ def object_reference(model: nn.Module) -> str:
     container such as ``nn.Sequential`` whose layers its constructor call held)."""
     cls = type(model)
     library = cls.__module__.split(".")[0] in ("torch", "torchvision", "timm")  # e.g. nn.Sequential(...)
-    if not library and cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__:
+    if not library and "<locals>" not in cls.__qualname__ and _importable(cls.__module__):
         return f"{cls.__module__}:{cls.__qualname__}"
     return f"object:{cls.__qualname__}"
+
+
+def _importable(module: str) -> bool:
+    if module == "__main__":
+        return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _settings(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -257,26 +268,19 @@ def load_run(path: str | Path, model: nn.Module | None = None, which: str = "bes
 
 
 def _rebuild(config: dict[str, Any], run_path: Path) -> nn.Module:
-    """The run's architecture from its config: classes and shape from its data (one test item)."""
+    """The run's architecture from its ``model.json`` (reference, kwargs, classes, input shape)."""
     ref = config["model"]["name"]
     if ref.startswith("object:"):
         raise KdlensError(
             f"run {run_path.name} trained a {ref[7:]} defined in a script or function: kdlens cannot "
             "rebuild it; pass load_run(path, model=YourModel(...))"
         )
-    from kdlens.train.data_setup import resolve_config_data
-
-    try:
-        pair = resolve_config_data(validate(TrainConfig, {"data": config["data"]}).data)
-    except KdlensError as exc:
-        raise KdlensError(f"cannot rebuild the model of run {run_path.name}: its data is needed for the "
-                          f"class count and input shape ({exc}); or pass model=…") from None
-    c, h, _ = pair.train.image_shape
-    return build_model(ref, num_classes=pair.train.num_classes, in_channels=c, input_size=h,
-                       kwargs=config["model"].get("kwargs", {}))
-
-
-__all__ = ["LoadedRun", "RunResult", "distill", "load_run", "train"]
+    card_path = run_path / "model.json"
+    if not card_path.exists():
+        raise KdlensError(f"run {run_path.name} has no model.json (made by an older kdlens): pass model=…")
+    card = json.loads(card_path.read_text())
+    c, h, _ = card["image_shape"]
+    return build_model(ref, num_classes=card["num_classes"], in_channels=c, input_size=h, kwargs=card["kwargs"])
 
 
 # -- explain, on any model and any dataset ----------------------------------------------------
@@ -322,4 +326,4 @@ def soft_label_entropy(model: nn.Module, data: Any, temperatures: tuple[float, .
     return {float(T): float(entropy(logits, T=T, base=2).mean()) for T in temperatures}
 
 
-__all__ += ["embed_points", "find_hint_points", "soft_label_entropy"]
+__all__ = ["LoadedRun", "RunResult", "distill", "embed_points", "find_hint_points", "load_run", "soft_label_entropy", "train"]

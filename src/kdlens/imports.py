@@ -6,6 +6,8 @@ Shared by the model and data references, so it sits below every layer.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 from kdlens.errors import KdlensError, close_matches
@@ -16,12 +18,14 @@ def import_object(path: str, what: str = "model") -> Any:
     if ":" not in path:
         raise KdlensError(f"{what} reference {path!r}: an import path is written package.module:Name")
     module_name, attr = path.split(":", 1)
+    if os.getcwd() not in sys.path:  # as `python -m` does: the user's own packages beside them
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise KdlensError(
             f"{what} reference {path!r}: cannot import module {module_name!r} ({exc}); it must be "
-            "installed or on PYTHONPATH (the current directory is searched when you run kdlens from it)"
+            "installed, on PYTHONPATH or in the current directory"
         ) from None
     obj: Any = module
     for part in attr.split("."):

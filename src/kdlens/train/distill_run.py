@@ -19,7 +19,7 @@ from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.distill_loop import CachedTeacher, DistillLoop, HintPretrainLoop, LimitedLabelLoop, LiveTeacher
 from kdlens.train.hint_layers import match_student_layers, resolve_layers
 from kdlens.train.model_setup import check_output_classes
-from kdlens.train.run import RunOutcome, build_student, execute_run, run_identity, short_name
+from kdlens.train.run import RunOutcome, build_student, execute_run, run_identity, save_model_card, short_name
 from kdlens.train.run_trackers import run_trackers
 from kdlens.train.teacher import LoadedTeacher, load_teacher
 from kdlens.train.trackers import check_trackers
@@ -106,6 +106,7 @@ def run_distillation(
     def body(run_dir: RunDir) -> dict[str, Any]:
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
+        save_model_card(run_dir, cfg, student, data)
         cache = _cache_for(cfg, data, teacher_hash, t_layers)
         teacher.model.to(device)
         prepare = data.eval_set(device).prepare

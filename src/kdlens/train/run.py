@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import traceback
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from torch import nn
 from kdlens.config import TrainConfig
 from kdlens.data.reference import DataPair
 from kdlens.models.fingerprint import architecture_fingerprint
-from kdlens.store import RunDir, RunIndex, config_hash
+from kdlens.store import RunDir, RunIndex, atomic_write_text, config_hash
 from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.loop import SupervisedLoop
 from kdlens.train.model_setup import check_output_classes, model_for_data
@@ -127,6 +128,16 @@ def run_identity(cfg: TrainConfig, model: nn.Module, data: PreparedData, **extra
     return identity
 
 
+def save_model_card(run_dir: RunDir, cfg: TrainConfig, model: nn.Module, data: PreparedData) -> None:
+    """``model.json``: what rebuilds the run's model without its data (``kdlens.load_run``) —
+    reference, constructor kwargs, class count, input shape — and its architecture fingerprint."""
+    c, h, w = data.train.image_shape
+    card = {"reference": cfg.model.name, "kwargs": cfg.model.kwargs, "num_classes": data.train.num_classes,
+            "image_shape": [c, h, w], "classes": list(data.train.classes),
+            "architecture": architecture_fingerprint(model)}
+    atomic_write_text(run_dir.path / "model.json", json.dumps(card, indent=1, default=str))
+
+
 def build_student(cfg: TrainConfig, data: PreparedData, device: torch.device, model: nn.Module | None = None) -> nn.Module:
     """``cfg.model`` built for ``data`` (or the user's ``model``), initialised from ``model.init``
     / ``model.weights``, checked by a dry forward to give one logit per class."""
@@ -158,6 +169,7 @@ def run_training(
     def body(run_dir: RunDir) -> dict[str, Any]:
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
+        save_model_card(run_dir, cfg, model, data)
         source = data.batch_source(data.train_indices, cfg.batch_size, device)
         with run_trackers(cfg, run_dir) as tracked:
             trainer = Trainer(
