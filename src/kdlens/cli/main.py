@@ -43,12 +43,12 @@ def runs(
     """List the runs of a run store."""
     from kdlens.store import RunIndex
 
-    table = Table("id", "kind", "status", "final acc", "best acc", "reason")
+    table = Table("id", "kind", "status", "final acc", "top-5", "best acc", "top-5 at best", "reason")
     for rec in RunIndex(out).list(status):
         fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
         table.add_row(
-            rec.id, rec.kind, rec.status, fmt(rec.metrics.get("final_acc")),
-            fmt(rec.metrics.get("best_acc")), rec.reason or "",
+            rec.id, rec.kind, rec.status, fmt(rec.metrics.get("final_acc")), fmt(rec.metrics.get("final_acc5")),
+            fmt(rec.metrics.get("best_acc")), fmt(rec.metrics.get("best_acc5")), rec.reason or "",
         )
     Console().print(table)
 

@@ -121,16 +121,18 @@ def status(
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    table = Table("task", "kind", "status", "acc", "seconds", "reason",
+    table = Table("task", "kind", "status", "acc", "top-5", "seconds", "reason",
                   title=f"study {study.name} ({study.scale}) · {study.directory}", title_justify="left")
     colour = {"done": "green", "failed": "red", "blocked": "yellow", "running": "cyan"}
     for r in rows:
         if not all_ and r["status"] == "done":
             continue
         acc = "" if r["final_acc"] is None else f"{r['final_acc']:.2f}"
+        acc5 = "" if r.get("final_acc5") is None else f"{r['final_acc5']:.2f}"
         secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         st = r["status"]
-        table.add_row(escape(r["task"]), r["kind"], f"[{colour.get(st, 'white')}]{st}[/]", acc, secs, escape(r["reason"]))
+        table.add_row(escape(r["task"]), r["kind"], f"[{colour.get(st, 'white')}]{st}[/]", acc, acc5, secs,
+                      escape(r["reason"]))
     console = Console()
     console.print(table)
     console.print(" · ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" · total {len(rows)}")

@@ -105,12 +105,14 @@ def _status_html(study: Study, rows: list[dict[str, Any]]) -> str:
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     out = [f"<details><summary>{html.escape(study.name)} ({html.escape(study.scale)}): {len(rows)} tasks — "
            f"{html.escape(summary)}</summary><table>",
-           "<tr><th>task</th><th>kind</th><th>status</th><th>test acc</th><th>seconds</th><th>reason</th></tr>"]
+           "<tr><th>task</th><th>kind</th><th>status</th><th>test acc</th><th>top-5</th><th>seconds</th>"
+           "<th>reason</th></tr>"]
     for r in rows:
         acc = "" if r["final_acc"] is None else f"{r['final_acc']:.2f}"
+        acc5 = "" if r.get("final_acc5") is None else f"{r['final_acc5']:.2f}"
         secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         out.append(f"<tr><td>{html.escape(r['task'])}</td><td>{r['kind']}</td><td class=\"{r['status']}\">{r['status']}</td>"
-                   f"<td>{acc}</td><td>{secs}</td><td style=\"text-align:left;white-space:normal\">"
+                   f"<td>{acc}</td><td>{acc5}</td><td>{secs}</td><td style=\"text-align:left;white-space:normal\">"
                    f"{html.escape(r['reason'])}</td></tr>")
     out.append("</table></details>")
     return "\n".join(out)

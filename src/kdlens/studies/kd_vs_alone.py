@@ -42,7 +42,8 @@ def run_kd_vs_alone(
         kd = run_distillation(kd_cfg, progress=progress)
         alone = run_training(alone_cfg, progress=progress)
         rows.append({"seed": seed, "alone_final": alone.metrics["final_acc"], "alone_best": alone.metrics["best_acc"],
-                     "kd_final": kd.metrics["final_acc"], "kd_best": kd.metrics["best_acc"]})
+                     "kd_final": kd.metrics["final_acc"], "kd_best": kd.metrics["best_acc"],
+                     "alone_final5": alone.metrics.get("final_acc5"), "kd_final5": kd.metrics.get("final_acc5")})
     Path(out).mkdir(parents=True, exist_ok=True)
     tag = "".join(f"_{k}-{v}" for k, v in sorted((distill_extra or {}).items()) if k != "loss")
     tag += f"_T-{distill_extra['loss']['T']:g}" if distill_extra and "loss" in distill_extra else ""
@@ -51,10 +52,17 @@ def run_kd_vs_alone(
 
 
 def kd_vs_alone_table(rows: list[dict[str, Any]], method: str = "kd") -> str:
+    """Markdown: final and best top-1 test accuracy and final top-5 (mean ± std over seeds)."""
+    def top5(key: str) -> str:  # runs recorded before top-5 was reported have none
+        values = [r.get(key) for r in rows]
+        return "—" if None in values else fmt_mean_std(values)
+
     return "\n".join([
-        "| student | final test acc | best test acc |", "|---|---|---|",
-        f"| alone | {fmt_mean_std([r['alone_final'] for r in rows])} | {fmt_mean_std([r['alone_best'] for r in rows])} |",
-        f"| {method} | {fmt_mean_std([r['kd_final'] for r in rows])} | {fmt_mean_std([r['kd_best'] for r in rows])} |",
+        "| student | final test acc | best test acc | final top-5 |", "|---|---|---|---|",
+        f"| alone | {fmt_mean_std([r['alone_final'] for r in rows])} | {fmt_mean_std([r['alone_best'] for r in rows])} "
+        f"| {top5('alone_final5')} |",
+        f"| {method} | {fmt_mean_std([r['kd_final'] for r in rows])} | {fmt_mean_std([r['kd_best'] for r in rows])} "
+        f"| {top5('kd_final5')} |",
     ])
 
 

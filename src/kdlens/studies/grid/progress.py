@@ -57,8 +57,9 @@ class StudyProgress:
         if event == "done" and st.seconds is not None:
             self.durations.setdefault(st.task.kind, []).append(st.seconds)
         if self.enabled and self._live is None:
-            acc = st.metrics.get("final_acc")
+            acc, acc5 = st.metrics.get("final_acc"), st.metrics.get("final_acc5")
             extra = f" · acc {acc:.2f}%" if isinstance(acc, (int, float)) else ""
+            extra += f" (top-5 {acc5:.2f}%)" if extra and isinstance(acc5, (int, float)) else ""
             secs = f" · {st.seconds:.1f} s" if st.seconds is not None else ""
             reason = f": {st.reason}" if event != "done" and st.reason else ""
             self.console.print(f"{event:>7} {st.task.id}{secs}{extra}{reason}", highlight=False, markup=False)

@@ -194,7 +194,8 @@ def status_rows(study: Study) -> list[dict[str, Any]]:
         m = st.metrics
         rows.append({
             "task": st.task.id, "group": st.task.group, "kind": st.task.kind, "status": st.status,
-            "levels": st.task.levels, "final_acc": m.get("final_acc"), "seconds": m.get("task_seconds"),
+            "levels": st.task.levels, "final_acc": m.get("final_acc"),
+            "final_acc5": m.get("final_acc5"), "seconds": m.get("task_seconds"),
             "reason": st.reason or "", "path": st.path,
         })
     return rows
