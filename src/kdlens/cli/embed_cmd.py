@@ -38,9 +38,11 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 
 
 def _run_names(runs: list[str]) -> list[str]:
+    """Distinct output names: a run directory's name, a weights file's stem."""
     names: list[str] = []
     for r in runs:
-        base = Path(r).resolve().name or "run"
+        path = Path(r).resolve()
+        base = (path.stem if path.is_file() else path.name) or "run"
         name, i = base, 2
         while name in names:
             name, i = f"{base}-{i}", i + 1
@@ -61,25 +63,43 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 @user_errors_exit_2
 def embed(
-    run: list[str] = typer.Option(..., "--run", help="run directory (repeat for side-by-side, e.g. undistilled then distilled)"),
+    run: list[str] = typer.Option(
+        None, "--run", help="run directory (repeat for side-by-side, e.g. undistilled then distilled)"
+    ),
+    teacher_model: str = typer.Option(
+        None, "--teacher-model", "--model", help="model reference of a model trained outside kdlens (zoo name, "
+        "torchvision:NAME, timm:NAME, pkg.module:Class), with --weights; shown beside any --run"
+    ),
+    weights: str = typer.Option(
+        None, "--weights", help="weights file of that model (with --teacher-model REF; without --run it needs "
+        "--dataset and --out)"
+    ),
     points: str = typer.Option("A,B,C,D,E", help="extraction points, e.g. A,B,C,D,E"),
     method: str = typer.Option("ivis", help="ivis | tsne | umap | pca"),
     n: int = typer.Option(2000, help="test images to embed (seeded random subset)"),
     pool: bool = typer.Option(False, "--pool/--flatten", help="spatial mean pooling of conv activations, or flatten (paper)"),
-    out: str = typer.Option(None, help="output directory (default: FIRST_RUN/embed-METHOD)"),
+    out: str = typer.Option(
+        None, help="output directory (default: FIRST_RUN/embed-METHOD; required without --run)"
+    ),
     seed: int = typer.Option(0, help="seed of the subset and of the embedding"),
     param: list[str] = typer.Option(None, "--param", help="method parameter key=value, repeatable (e.g. epochs=100)"),
     k: int = typer.Option(10, help="neighbours for trustworthiness / continuity / kNN preservation"),
     mass: float = typer.Option(0.9, help="probability mass of the class regions (class-area ratio)"),
-    dataset: str = typer.Option(None, help="dataset (default: the run's)"),
+    dataset: str = typer.Option(
+        None, help="dataset: a catalog name, folder:DIR or python:pkg.module:make (default: the run's; "
+        "required without --run)"
+    ),
     root: str = typer.Option(None, help="dataset root (default: the run's)"),
     device: str = typer.Option("cpu", help="device for the model forward passes"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Embed activations at extraction points A–E (Lee & Wallraven 2021): npz, metrics CSV, plots."""
+    """Embed activations at extraction points A–E (Lee & Wallraven 2021): npz, metrics CSV, plots.
+
+    Models: run directories (--run) and/or a model trained outside kdlens (--teacher-model REF
+    --weights PATH).  Of a large (streamed) dataset only the --n sampled test images are read.
+    """
     import numpy as np
 
-    from kdlens.data import load_dataset
     from kdlens.explain.embed import (
         class_area_ratios,
         embedding_quality,
@@ -91,8 +111,17 @@ def embed(
         superclass_groups,
     )
     from kdlens.explain.embed.methods import EMBEDDERS
+    from kdlens.explain.embed.points import subsample
+    from kdlens.explain.inputs import (
+        check_model_options,
+        example_batch,
+        is_streamed,
+        load_explained_model,
+        open_data,
+        rows_in_memory,
+    )
     from kdlens.store import RunDir, atomic_write_bytes
-    from kdlens.train.teacher import load_teacher, resolve_checkpoint
+    from kdlens.train.teacher import resolve_checkpoint
 
     say = (lambda *a: None) if quiet else typer.echo
     # ---- validate everything first
@@ -109,27 +138,34 @@ def embed(
         raise KdlensError(f"--mass must be in (0, 1); got {mass}")
     if k < 1 or k >= n / 2:
         raise KdlensError(f"--k must be in 1..{(n - 1) // 2} for n = {n}; got {k}")
+    run = list(run or [])
+    if teacher_model is not None and weights is None and run:
+        raise KdlensError(f"--teacher-model {teacher_model!r} needs --weights PATH (a run directory names its own "
+                          "architecture)")
+    check_model_options(run, teacher_model, weights, ref_flag="--run", ref_forms="a run directory",
+                        dataset=dataset, out=out)
     configs = []
     for r in run:
         if not (Path(r) / "config.yaml").is_file():
             raise KdlensError(f"--run {r}: no such run directory (a run directory holds config.yaml and checkpoints/last.pt)")
         resolve_checkpoint(r)
         configs.append(RunDir(Path(r)).read_config())
-    data_names = {dataset or c.get("data", {}).get("name") for c in configs}
+    data_names = {dataset or c.get("data", {}).get("name") for c in configs} if configs else {dataset}
     if len(data_names) != 1:
         raise KdlensError(f"the runs use different datasets ({', '.join(map(str, data_names))}); embed them separately")
-    data_name = data_names.pop()
-    data_root = root or configs[0].get("data", {}).get("root")
-    test = load_dataset(data_name, "test", root=data_root)
+    data = open_data(data_names.pop(), root, configs[0] if configs else None)
+    split = data.split("test")
     models = {}
-    names = _run_names(run)
-    for name, r in zip(names, run, strict=True):
-        model = load_teacher(r, test).model
-        from kdlens.data import normalize
-
-        select_points(model, wanted, normalize(test.images[:1], test.mean, test.std))
+    sources = [(r, None) for r in run] + ([(None, weights)] if weights is not None else [])
+    names = _run_names([r if r is not None else w for r, w in sources])
+    for name, (r, w) in zip(names, sources, strict=True):
+        model = load_explained_model(r, split, teacher_model if w is not None else None, w).model
+        select_points(model, wanted, example_batch(split, 1))
         models[name] = model
     out_dir = Path(out) if out else Path(run[0]) / f"embed-{method}"
+    # a streamed split (large folder, a user's Dataset): decode only the n sampled test images
+    sample = subsample(split.labels, n, seed) if is_streamed(split) else None
+    test = rows_in_memory(split, sample) if sample is not None else split
     try:
         groups = superclass_groups(test)
     except KdlensError:
@@ -141,12 +177,14 @@ def embed(
     labels = None
     for name, model in models.items():
         t0 = time.perf_counter()
-        acts = point_activations(model, test, points=[*wanted, *(["E"] if "E" not in wanted else [])], n=n,
+        acts = point_activations(model, test, points=[*wanted, *(["E"] if "E" not in wanted else [])],
+                                 n=n if sample is None else None,
                                  reduce="mean" if pool else "flatten", device=device, seed=seed)
         labels = acts.labels
         say(f"{name}: activations of {len(acts.indices)} test images in {time.perf_counter() - t0:.1f} s")
         embeddings[name] = {}
-        buf: dict[str, np.ndarray] = {"labels": acts.labels, "indices": acts.indices}
+        indices = acts.indices if sample is None else sample[acts.indices]  # rows of the test split
+        buf: dict[str, np.ndarray] = {"labels": acts.labels, "indices": indices}
         for p in wanted:
             x = acts.features[p]
             t0 = time.perf_counter()

@@ -2,17 +2,20 @@
 
 Commands: ``entropy``, ``missing-class``, ``transfer-set``, ``projection``. Each takes one or
 more ``--teacher`` (a run directory or a checkpoint file; ``--teacher-model`` names the
-architecture of bare files), a dataset, and an output folder where it writes a figure (PNG),
-a tidy CSV and a JSON summary. Everything given is checked first — numbers, temperatures
-(> 0), class ids, teachers, dataset — and a mistake prints one message and exits 2 with
-nothing written. Students of the experiments are trained together
+architecture of bare files) and/or a teacher trained outside kdlens (``--teacher-model REF
+--weights PATH``; then ``--dataset`` and ``--out`` must be given), a dataset (a catalog name
+or a dataset reference, ``folder:DIR`` / ``python:pkg.mod:make``; a streamed split is read
+only as far as ``--train-subset`` / ``--max-per-class`` need), and an output folder where it
+writes a figure (PNG), a tidy CSV and a JSON summary. Everything given is checked first —
+numbers, temperatures (> 0), class ids, teachers, dataset — and a mistake prints one message
+and exits 2 with nothing written. Students of the experiments are trained together
 (:mod:`kdlens.train.vectorized`); the teacher's logits are computed once per command.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,41 +104,61 @@ def _teacher_names(refs: list[str]) -> list[str]:
 
 @dataclass
 class _Setup:
-    train: Any
-    test: Any
+    data: Any  # the dataset (kdlens.explain.inputs.ExplainData): its splits as given (maybe streamed)
     teachers: dict[str, Any]  # name -> nn.Module
     device: Any
+    train_subset: int | None = None
+    seed: int = 0
+    _memory: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train(self) -> Any:
+        """The transfer set in memory: the training split, or its seeded --train-subset (read on
+        first use; of a streamed split only the subset is decoded)."""
+        from kdlens.explain.inputs import in_memory
+
+        if "train" not in self._memory:
+            self._memory["train"] = in_memory(self.data.split("train"), self.train_subset, self.seed)
+        return self._memory["train"]
+
+    @property
+    def test(self) -> Any:
+        """The whole test split in memory (read on first use)."""
+        from kdlens.explain.inputs import in_memory
+
+        if "test" not in self._memory:
+            self._memory["test"] = in_memory(self.data.split("test"))
+        return self._memory["test"]
 
 
-def _setup(teacher: list[str] | None, teacher_model: str | None, dataset: str, root: str | None,
-           train_subset: int | None, seed: int, device: str, need_teacher: bool = True) -> _Setup:
-    """Load data and teachers; every failure is a KdlensError raised before anything is written."""
-    import torch
-
-    from kdlens.data import load_dataset
-    from kdlens.data.augment import normalize
-    from kdlens.train.teacher import load_teacher
-    from kdlens.train.trainer import resolve_device
+def _inputs(teacher: list[str] | None, teacher_model: str | None, weights: str | None, dataset: str | None,
+            out: str | None) -> tuple[list[str], str, str]:
+    """The teacher runs, the dataset and the output folder, checked: with only a teacher trained
+    outside kdlens (--teacher-model/--weights) --dataset and --out must be given; with
+    --teacher the defaults are digits and ./softlabels."""
+    from kdlens.explain.inputs import check_model_options
 
     refs = list(teacher or [])
-    if need_teacher and not refs:
-        raise KdlensError("give at least one --teacher (a run directory or a checkpoint file)")
+    check_model_options(refs, teacher_model, weights, dataset=dataset, out=out)
+    return refs, dataset or "digits", out or "softlabels"
+
+
+def _setup(refs: list[str], teacher_model: str | None, weights: str | None, dataset: str, root: str | None,
+           train_subset: int | None, seed: int, device: str) -> _Setup:
+    """Load teachers and data; every failure is a KdlensError raised before anything is written."""
+    from kdlens.explain.inputs import load_explained_model, open_data
+    from kdlens.train.trainer import resolve_device
+
     _positive(train_subset, "--train-subset")
-    train = load_dataset(dataset, "train", root=root)
-    test = load_dataset(dataset, "test", root=root)
-    if train_subset is not None and train_subset < len(train):
-        idx = np.sort(np.random.default_rng(seed).choice(len(train), train_subset, replace=False))
-        train = train.subset(idx)
+    data = open_data(dataset, root)
+    split = data.split("train")
     dev = resolve_device(device)
     teachers = {}
-    for name, ref in zip(_teacher_names(refs), refs):
-        loaded = load_teacher(ref, train, teacher_model)
-        with torch.no_grad():
-            out = loaded.model(normalize(train.images[:2], train.mean, train.std))
-        if out.shape[1] != train.num_classes:
-            raise KdlensError(f"teacher {ref!r} has {out.shape[1]} outputs but {dataset!r} has {train.num_classes} classes")
+    sources = [(ref, None) for ref in refs] + ([(None, weights)] if weights is not None else [])
+    for name, (ref, w) in zip(_teacher_names([r if r is not None else w for r, w in sources]), sources):
+        loaded = load_explained_model(ref, split, teacher_model, w)  # checks its logits fit the classes
         teachers[name] = loaded.model.to(dev)
-    return _Setup(train, test, teachers, dev)
+    return _Setup(data, teachers, dev, train_subset, seed)
 
 
 def _settings(epochs: int, batch_size: int, lr: float, seed: int, chunk_size: int | None, backend: str,
@@ -219,10 +242,22 @@ def _logits(setup: _Setup) -> dict[str, Any]:
 # common options
 # ----------------------------------------------------------------------------------------------
 TEACHER = typer.Option(None, "--teacher", help="teacher run directory or checkpoint file (repeatable)")
-TEACHER_MODEL = typer.Option(None, "--teacher-model", help="architecture of bare checkpoint files")
-DATASET = typer.Option("digits", help="dataset name (digits, fashion-mnist, mnist, cifar10, …)")
+TEACHER_MODEL = typer.Option(
+    None, "--teacher-model", help="teacher model reference (zoo name, torchvision:NAME, timm:NAME, pkg.module:Class): "
+    "the architecture of bare checkpoint files, and of --weights"
+)
+WEIGHTS = typer.Option(
+    None, "--weights", help="weights file of a teacher trained outside kdlens (with --teacher-model REF; "
+    "without --teacher it needs --dataset and --out)"
+)
+DATASET = typer.Option(
+    None, help="dataset: a catalog name (digits, fashion-mnist, mnist, cifar10, …), folder:DIR or "
+    "python:pkg.module:make (default: digits; required with only --weights)"
+)
 ROOT = typer.Option(None, help="dataset root directory")
-OUT = typer.Option("softlabels", help="output folder for figures, CSV and JSON")
+OUT = typer.Option(
+    None, help="output folder for figures, CSV and JSON (default: ./softlabels; required with only --weights)"
+)
 DEVICE = typer.Option("auto", help="auto | cpu | cuda")
 TRAIN_SUBSET = typer.Option(None, "--train-subset", help="use N random training examples (seeded) as the transfer set")
 SEED = typer.Option(0, help="seed of the subset, the students' initialisation and the batch order")
@@ -233,6 +268,7 @@ SEED = typer.Option(0, help="seed of the subset, the students' initialisation an
 def entropy_cmd(
     teacher: list[str] = TEACHER,
     teacher_model: str = TEACHER_MODEL,
+    weights: str = WEIGHTS,
     dataset: str = DATASET,
     root: str = ROOT,
     split: str = typer.Option("train", help="train | test: the examples whose soft labels are measured"),
@@ -262,7 +298,8 @@ def entropy_cmd(
     if split not in ("train", "test"):
         raise KdlensError(f"--split must be 'train' or 'test', got {split!r}")
     chosen = _numbers(examples, "--examples", int)
-    setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
+    refs, dataset, out = _inputs(teacher, teacher_model, weights, dataset, out)
+    setup = _setup(refs, teacher_model, weights, dataset, root, train_subset, seed, device)
     data = setup.train if split == "train" else setup.test
     bad = [i for i in chosen if not 0 <= i < len(data)]
     if bad:
@@ -312,6 +349,7 @@ QUIET = typer.Option(False, "--quiet")
 def missing_class_cmd(
     teacher: list[str] = TEACHER,
     teacher_model: str = TEACHER_MODEL,
+    weights: str = WEIGHTS,
     dataset: str = DATASET,
     root: str = ROOT,
     student: str = STUDENT,
@@ -337,7 +375,8 @@ def missing_class_cmd(
     ts = _temperatures(temperatures)
     alphas = _alphas(ls_alphas)
     _check_student(student)
-    setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
+    refs, dataset, out = _inputs(teacher, teacher_model, weights, dataset, out)
+    setup = _setup(refs, teacher_model, weights, dataset, root, train_subset, seed, device)
     chosen = _classes(classes, setup.train.classes)
     settings = _settings(epochs, batch_size, lr, seed, chunk_size, backend, setup.device, quiet, batches)
     result = missing_class_test(student, setup.train, setup.test, _logits(setup), chosen, ts, alphas, settings)
@@ -353,6 +392,7 @@ def missing_class_cmd(
 def transfer_set_cmd(
     teacher: list[str] = TEACHER,
     teacher_model: str = TEACHER_MODEL,
+    weights: str = WEIGHTS,
     dataset: str = DATASET,
     root: str = ROOT,
     student: str = STUDENT,
@@ -386,7 +426,8 @@ def transfer_set_cmd(
     if min_steps < 0:
         raise KdlensError(f"--min-steps must be >= 0, got {min_steps}")
     _check_student(student)
-    setup = _setup(teacher, teacher_model, dataset, root, train_subset, seed, device)
+    refs, dataset, out = _inputs(teacher, teacher_model, weights, dataset, out)
+    setup = _setup(refs, teacher_model, weights, dataset, root, train_subset, seed, device)
     smallest = int(setup.train.class_counts().min())
     if max(counts) > smallest:
         raise KdlensError(f"--ns: {max(counts)} examples per class asked, but the smallest class of the transfer set "
@@ -408,6 +449,7 @@ def transfer_set_cmd(
 def projection_cmd(
     teacher: list[str] = TEACHER,
     teacher_model: str = TEACHER_MODEL,
+    weights: str = WEIGHTS,
     dataset: str = DATASET,
     root: str = ROOT,
     classes: str = typer.Option("0,1,2", help="three class ids"),
@@ -421,14 +463,16 @@ def projection_cmd(
 ) -> None:
     """Penultimate activations projected onto the plane of three class templates (Müller et al. 2019)."""
     from kdlens.data.augment import normalize
+    from kdlens.explain.inputs import rows_in_memory
     from kdlens.explain.softlabels import TemplateProjection, penultimate_activations
     from kdlens.figures.softlabels import plot_projections
 
     if split not in ("train", "test"):
         raise KdlensError(f"--split must be 'train' or 'test', got {split!r}")
     _positive(max_per_class, "--max-per-class")
-    setup = _setup(teacher, teacher_model, dataset, root, None, seed, device)
-    data = setup.train if split == "train" else setup.test
+    refs, dataset, out = _inputs(teacher, teacher_model, weights, dataset, out)
+    setup = _setup(refs, teacher_model, weights, dataset, root, None, seed, device)
+    data = setup.data.split(split)  # as given (maybe streamed): only the projected examples are read
     chosen = _classes(classes, data.classes)
     if chosen is None or len(chosen) != 3:
         raise KdlensError(f"--classes: give exactly three distinct class ids, got {classes!r}")
@@ -437,7 +481,8 @@ def projection_cmd(
     idx = np.sort(np.concatenate([
         rng.permutation(np.flatnonzero(labels == c))[:max_per_class] for c in chosen
     ]))
-    x = normalize(data.images[idx], data.mean, data.std).to(setup.device)
+    sample = rows_in_memory(data, idx)
+    x = normalize(sample.images, sample.mean, sample.std).to(setup.device)
     panels, rows, summary = {}, [], {}
     for name, model in setup.teachers.items():
         proj = TemplateProjection(chosen, include_bias=include_bias).fit(model)
