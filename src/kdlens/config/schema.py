@@ -62,6 +62,12 @@ class DataConfig(Strict):
         "error", description="an unreadable image in a folder: exit naming the file, or skip it (counted)"
     )
 
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads ``stream: on`` as a boolean: take it as meant."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _fold_in_range(self) -> DataConfig:
         if self.fold >= self.n_folds:

@@ -38,7 +38,8 @@ class RunOutcome:
         fmt = lambda v: "n/a" if v is None else f"{v:.2f}%"  # noqa: E731
         head = "already done (skipped)" if self.skipped else "done"
         return (
-            f"run {self.run_id}: {head}; final test acc {fmt(m.get('final_acc'))}, "
+            f"run {self.run_id}: {head}; final test acc {fmt(m.get('final_acc'))} "
+            f"(top-5 {fmt(m.get('final_acc5'))}), "
             f"best {fmt(m.get('best_acc'))} (epoch {m.get('best_epoch')}); {self.path}"
         )
 
