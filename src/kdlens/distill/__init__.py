@@ -10,9 +10,9 @@ from kdlens.distill.losses import LOSSES, HintLoss, LogitLoss, create_loss, regi
 from kdlens.distill.methods import METHODS, MethodSpec, describe_methods, method_spec
 from kdlens.distill.objective import Objective, build_objective, labeled_cross_entropy
 
-from kdlens import make_callable
+import kdlens
 
-make_callable(__name__)  # kdlens.distill(...) is the Python API's function (kdlens/__init__.py)
+kdlens.make_callable(__name__)  # kdlens.distill(...) is the Python API's function (kdlens/__init__.py)
 
 __all__ = [
     "LOSSES",

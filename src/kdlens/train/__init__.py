@@ -4,9 +4,9 @@ from kdlens.train.evaluate import EvalSet, evaluate, predict_logits
 from kdlens.train.loop import Batch, Loop, StepOutput, SupervisedLoop
 from kdlens.train.trainer import Trainer, TrainResult, resolve_device
 
-from kdlens import make_callable
+import kdlens
 
-make_callable(__name__)  # kdlens.train(...) is the Python API's function (kdlens/__init__.py)
+kdlens.make_callable(__name__)  # kdlens.train(...) is the Python API's function (kdlens/__init__.py)
 
 __all__ = [
     "Batch",
