@@ -45,9 +45,7 @@ from kdlens.errors import KdlensError
 from kdlens.store import RunDir, RunIndex, config_hash
 from kdlens.train.data_setup import InMemorySource, prepare_data
 from kdlens.train.loop import Batch, SourceLoop, StepOutput
-from kdlens.train.model_setup import model_for_data
-from kdlens.train.run import RunOutcome, execute_run, finished_result, run_id_for
-from kdlens.train.teacher import init_from
+from kdlens.train.run import RunOutcome, build_student, execute_run, finished_result, run_id_for, run_identity, short_name
 from kdlens.train.trainer import Trainer
 
 
@@ -233,9 +231,11 @@ def run_training_ddp(cfg: TrainConfig, resume: bool = False, progress: bool = Tr
 def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int, device: torch.device) -> RunOutcome:
     check_data_parallel(cfg, world)
     data = prepare_data(cfg.data)
-    default = f"{cfg.model.name}-{cfg.data.name}"
+    default = f"{short_name(cfg.model.name)}-{short_name(cfg.data.name)}"
     name = cfg.name or default
-    run_id = run_id_for(name, "train", config_hash(cfg.identity()))
+    model = build_student(cfg, data, device)  # same seed in every process: same initial weights
+    identity = run_identity(cfg, model, data)
+    run_id = run_id_for(name, "train", config_hash(identity))
     run_path = Path(cfg.out) / run_id
     # process 0 decides whether the run is already done, and everyone follows
     decision = [None]
@@ -251,13 +251,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int
         if rank == 0:
             for split_name, idx in data.splits.items():
                 run_dir.save_split(split_name, idx)
-        model = model_for_data(cfg.model.name, data.train, cfg.seed, **cfg.model.kwargs)
-        if cfg.model.init:
-            init_from(model, cfg.model.init, data.train)
-        model = global_batch_norm(model, device).to(device)
-        ddp = PlainStateDDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-        source = InMemorySource(data.train.images, data.train.labels, data.train_indices, cfg.batch_size,
-                                data.augment, device)
+        synced = global_batch_norm(model, device).to(device)
+        ddp = PlainStateDDP(synced, device_ids=[device.index] if device.type == "cuda" else None)
+        source = data.batch_source(data.train_indices, cfg.batch_size, device)
         loop = DataParallelSupervisedLoop(ShareOfBatches(source, rank, world), world, cfg.label_smoothing)
         trainer = Trainer(
             ddp, loop, cfg.optim, cfg.epochs,
@@ -272,7 +268,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int
 
     try:
         if rank == 0:
-            outcome = execute_run("train", cfg.identity(), cfg.model_dump(), cfg.out, name, resume, body)
+            outcome = execute_run("train", identity, cfg.model_dump(), cfg.out, name, resume, body)
         else:
             assert scratch is not None
             mine = RunDir(scratch)
