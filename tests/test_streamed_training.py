@@ -88,3 +88,35 @@ def test_folder_faults_exit_2_and_write_nothing(tmp_path, problem):
         assert ok.exit_code == 0, ok.output
         (run,) = [p for p in out.iterdir() if (p / "result.json").exists()]
         assert json.loads((run / "result.json").read_text())["final_acc"] is not None
+
+
+def test_teacher_cache_and_auto_hints_on_a_streamed_folder(tmp_path):
+    from kdlens.config import DistillConfig
+    from kdlens.explain.hint_search import auto_hint_layers
+    from kdlens.train.distill_run import run_distillation
+
+    folder = write_folder(tmp_path / "images", classes=3, n_train=8, n_test=2, size=16)
+    teacher = train_on(folder, tmp_path / "runs", "on")
+
+    def distill(seed):
+        cfg = validate(DistillConfig, {
+            "teacher": {"run": str(teacher.path)}, "model": {"name": "resnet8"}, "method": "at+kd",
+            "hints": "auto:2", "cache": "on", "epochs": 1, "batch_size": 8, "seed": seed, "out": str(tmp_path / "runs"),
+            "data": {"name": f"folder:{folder}", "stream": "on", "num_workers": 0, "crop_padding": 0, "hflip": True},
+        })
+        return run_distillation(cfg, progress=False, hint_search=auto_hint_layers)
+
+    first, second = distill(0), distill(1)
+    assert first.metrics["data_path"] == "streamed"
+    assert (first.metrics["teacher_cache"], second.metrics["teacher_cache"]) == ("built", "hit")
+    assert len(first.metrics["hint_layers"]["teacher"]) == 2
+    # the cache holds the teacher's logits of every training image, in index order
+    import numpy as np
+
+    from kdlens.api import load_run
+
+    (logits_file,) = (tmp_path / "runs" / "cache" / "teacher-outputs").glob("*/logits.npy")
+    data = prepare_data(DataConfig(name=f"folder:{folder}", stream="on", num_workers=0))
+    model = load_run(teacher.path, which="last").model
+    expected = model(data.example(torch.device("cpu"), n=len(data.train))).detach().numpy()
+    assert np.allclose(np.load(logits_file), expected, atol=1e-5)

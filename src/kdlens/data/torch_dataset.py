@@ -190,7 +190,7 @@ def wrap_torch_dataset(
     )
 
 
-def materialize(data: Any, n: int | None = None, seed: int = 0, name: str | None = None):
+def materialize(data: Any, n: int | None = None, seed: int = 0, name: str | None = None, rows: Any = None):
     """A sample of a dataset held in memory, for the explain tools (hint search, embeddings,
     soft-label diagnostics), which read whole arrays.
 
@@ -198,7 +198,8 @@ def materialize(data: Any, n: int | None = None, seed: int = 0, name: str | None
     :class:`StreamedDataset`, a torch Dataset or a DataLoader.  ``n``: that many items, a
     seeded random choice without replacement (sorted), else all.  Items are read with
     their own transform (uint8 images stay uint8 with the dataset's mean/std; a user's
-    transformed floats are kept as they are, mean/std ``None``).
+    transformed floats are kept as they are, mean/std ``None``).  ``rows``: exactly these
+    items instead (in that order).
     """
     from torch.utils.data import DataLoader
 
@@ -219,8 +220,10 @@ def materialize(data: Any, n: int | None = None, seed: int = 0, name: str | None
             mean, std = estimate_mean_std(data.source)
             data = replace(data, mean=tuple(mean), std=tuple(std))
     total = len(data)
-    rows = np.arange(total) if n is None or n >= total else np.sort(
-        np.random.default_rng(seed).choice(total, size=n, replace=False))
+    if rows is None:
+        rows = np.arange(total) if n is None or n >= total else np.sort(
+            np.random.default_rng(seed).choice(total, size=n, replace=False))
+    rows = np.asarray(rows, dtype=np.int64)
     images = data.stack(rows)
     return Dataset(
         name=data.name, images=images if data.raw else images.float(), labels=data.labels[torch.as_tensor(rows)],

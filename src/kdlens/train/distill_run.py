@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,6 +16,7 @@ from kdlens.errors import KdlensError
 from kdlens.models import extract_features
 from kdlens.store import RunDir
 from kdlens.data.reference import DataPair
+from kdlens.data.torch_dataset import materialize
 from kdlens.models.fingerprint import architecture_fingerprint
 from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.distill_loop import CachedTeacher, DistillLoop, HintPretrainLoop, LimitedLabelLoop, LiveTeacher
@@ -156,6 +159,10 @@ def run_distillation(
     return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body)
 
 
+#: samples read into memory for ``hints: auto`` on streamed data (PURSUhInT used 1,000–10,000)
+STREAMED_SEARCH_N = 2000
+
+
 def logit_warmup_epochs(method: str, epochs: int) -> int:
     """DKD's linear warm-up: 20 of 240 epochs in Zhao et al. 2022, scaled to ``epochs``."""
     if "dkd" not in method.split("+"):
@@ -174,8 +181,13 @@ def _auto_hint_layers(
             "hints=auto needs the hint-point search: use `kdlens distill` or pass "
             "hint_search=kdlens.explain.hint_search.auto_hint_layers to run_distillation"
         )
+    train, pool = data.train, data.train_indices
+    if data.streamed:  # the search reads arrays: bring a seeded sample of the pool into memory
+        rows = np.sort(np.random.default_rng(0).choice(pool, size=min(STREAMED_SEARCH_N, len(pool)), replace=False))
+        train = replace(materialize(train, rows=rows), name=f"{train.name}#{data.fingerprint[:12]}")
+        pool = None
     return hint_search(
-        teacher, data.train, pool=data.train_indices, k=k, cache_dir=f"{cfg.out}/cache/hint-search",
+        teacher, train, pool=pool, k=k, cache_dir=f"{cfg.out}/cache/hint-search",
         teacher_ref=cfg.teacher.run, progress=progress,
     )
 
