@@ -176,3 +176,9 @@ def test_python_dataset_reference_and_dataloader_settings(tmp_path, monkeypatch)
                               progress=False)
     config = kdlens.load_run(via_loader.run_dir, model=build_model("resnet8", 4, 1)).config
     assert config["batch_size"] == 30
+
+
+def test_timm_missing_is_named_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm → ImportError
+    with pytest.raises(KdlensError, match=r"pip install 'kdlens\[timm\]'"):
+        build_model("timm:resnet18", 10)
