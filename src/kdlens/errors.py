@@ -36,6 +36,11 @@ def close_matches(name: str, known: Iterable[str], n: int = 5) -> list[str]:
     return matches
 
 
+def plural(noun: str) -> str:
+    """``"loss"`` → ``"losses"``, ``"model"`` → ``"models"`` (the last word of a phrase)."""
+    return noun + ("es" if noun.endswith(("s", "x", "sh", "ch")) else "s")
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> KdlensError:
     """A readable error for an unknown ``kind`` called ``name``, listing close matches."""
     known = sorted(known)
@@ -44,7 +49,7 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> KdlensError:
     if hint:
         msg += f" Did you mean: {', '.join(hint)}?"
     shown = ", ".join(known[:40]) + (" …" if len(known) > 40 else "")
-    msg += f" Known {kind}s: {shown}"
+    msg += f" Known {plural(kind)}: {shown}"
     return KdlensError(msg)
 
 

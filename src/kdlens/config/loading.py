@@ -62,6 +62,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_error_text(exc: yaml.YAMLError, path: Path) -> str:
+    """PyYAML's message with ``line L, column C`` of ``path`` first (never ``"<unicode string>"``)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (f"{context}; " if context else "") + str(problem)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file; :class:`KdlensError` if missing, invalid, not a mapping or
     repeating a key."""
@@ -69,9 +78,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise KdlensError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+        with open(path, encoding="utf-8") as stream:  # a named stream: marks carry the file name
+            data = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
     except yaml.YAMLError as exc:
-        raise KdlensError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise KdlensError(f"config file {str(path)!r} is not valid YAML: {yaml_error_text(exc, path)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -62,7 +62,8 @@ def load_teacher(
         ckpt, run_model, run_kwargs = resolve_checkpoint(ref, which)
         name = model_name or run_model
     if name is None:
-        raise KdlensError(f"teacher checkpoint {ref!r} is a bare file: also give the teacher model name (teacher.model=…)")
+        raise KdlensError(f"teacher checkpoint {ref!r} is a bare file: also give its architecture with --teacher-model REF "
+                          "(teacher.model=REF in YAML)")
     model = model_for_data(name, data, seed, **{**run_kwargs, **(kwargs or {})})
     state = extract_state_dict(safe_torch_load(ckpt), str(ckpt))
     check_class_count(model, state, data, name)
