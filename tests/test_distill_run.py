@@ -152,3 +152,18 @@ def test_teacher_from_another_dataset_names_both_datasets(teacher_run):
     bigger = replace(digits, name="fashion-mnist", images=F.interpolate(digits.images.float(), size=16).to(digits.images.dtype))
     with pytest.raises(KdlensError, match=r"does not fit(.|\n)*trained on 'digits' but the transfer set is 'fashion-mnist'"):
         load_teacher(str(teacher_run), bigger)
+
+
+def test_transfer_set_defaults_to_the_teachers_data_and_a_mismatch_is_refused(tmp_path):
+    from kdlens.errors import KdlensError
+
+    teacher = run_training(validate(TrainConfig, {
+        "model": {"name": "resnet8"}, "data": {"name": "synthetic"}, "epochs": 1, "out": str(tmp_path / "t"),
+    }), progress=False).path
+    base = {"teacher": {"run": str(teacher)}, "model": {"name": "resnet8"}, "epochs": 1, "out": str(tmp_path / "runs")}
+    default = run_distillation(validate(DistillConfig, base), progress=False)  # no data.name given
+    config = (default.path / "config.yaml").read_text()
+    assert "name: synthetic" in config and "name: digits" not in config
+    with pytest.raises(KdlensError, match="trained on 'synthetic' but the transfer set is 'digits'.*--allow-dataset-mismatch"):
+        run_distillation(validate(DistillConfig, {**base, "data": {"name": "digits"}}, ), progress=False)
+    assert len(list((tmp_path / "runs").glob("*/config.yaml"))) == 1  # nothing written for the refused one

@@ -195,6 +195,9 @@ class DistillConfig(TrainConfig):
     loop: Literal["offline", "limited_label"] = Field(
         "offline", description="limited_label: Lee & Wallraven cycles of labeled CE + unlabeled KD"
     )
+    allow_dataset_mismatch: bool = Field(
+        False, description="distill on a dataset other than the teacher run's (otherwise an error)"
+    )
     pretrain_epochs: int | None = Field(
         None, ge=0, description="hint pre-training epochs for FitNet stage 1 / AB / FSP / FT (None: epochs // 4)"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from kdlens.config import DistillConfig
 from kdlens.data import Dataset
 from kdlens.errors import KdlensError
 from kdlens.models.weights import extract_state_dict, load_state_checked
@@ -99,3 +100,29 @@ def init_from(model: nn.Module, ref: str, data: Dataset) -> None:
     state = extract_state_dict(safe_torch_load(ckpt), str(ckpt))
     check_class_count(model, state, data, type(model).__name__)
     load_state_checked(model, state, f"init weights from {ckpt}")
+
+
+def teacher_training_data(ref: str | None) -> dict | None:
+    """The ``data`` section of the teacher run's config (``None`` for a checkpoint file or weights)."""
+    if ref is None or not (Path(ref) / "config.yaml").is_file():
+        return None
+    return RunDir(ref).read_config().get("data")
+
+
+def align_with_teacher_data(cfg: DistillConfig) -> DistillConfig:
+    """The transfer set defaults to the teacher's dataset; a different one is an error unless
+    ``allow_dataset_mismatch`` (a teacher of other data silently gave meaningless students)."""
+    trained = teacher_training_data(cfg.teacher.run)
+    if trained is None or not trained.get("name"):
+        return cfg
+    if "name" not in cfg.data.model_fields_set:
+        update = {"name": trained["name"], "root": cfg.data.root if "root" in cfg.data.model_fields_set else trained.get("root")}
+        return cfg.model_copy(update={"data": cfg.data.model_copy(update=update)})
+    if cfg.data.name != trained["name"] and not cfg.allow_dataset_mismatch:
+        raise KdlensError(
+            f"teacher {cfg.teacher.run!r} was trained on {trained['name']!r} but the transfer set is "
+            f"{cfg.data.name!r}; leave out --dataset to distill on the teacher's data, or add "
+            "--allow-dataset-mismatch (allow_dataset_mismatch=true) if this is intended"
+        )
+    return cfg
+
