@@ -152,7 +152,7 @@ def test_at_needs_feature_maps():
 
 
 def test_vid_matches_numpy_reference():
-    loss = create_loss("vid", [(3, 4, 4)], [(2, 2, 2)], hidden=4)
+    loss = create_loss("vid", [(3, 4, 4)], [(2, 2, 2)], form="paper", hidden=4)
     with torch.no_grad():
         loss.log_scales[0].copy_(torch.tensor([0.3, -1.2]))
     fs, ft = rand(2, 3, 4, 4, seed=9), rand(2, 2, 2, 2, seed=10)
@@ -213,7 +213,7 @@ def np_cc(fs, ft, gamma, order):
 
 def test_cc_matches_numpy_reference():
     fs, ft = rand(5, 6, seed=13), rand(5, 2, 2, 2, seed=14)
-    got = create_loss("cc", [(6,)], [(2, 2, 2)], rbf_gamma=0.7, order=3)([fs], [ft]).item()
+    got = create_loss("cc", [(6,)], [(2, 2, 2)], form="paper", rbf_gamma=0.7, order=3)([fs], [ft]).item()
     assert got == pytest.approx(np_cc(A(fs), A(ft), 0.7, 3), rel=1e-10)
 
 
@@ -291,7 +291,7 @@ def np_pkt(fs, ft):
 
 def test_pkt_matches_numpy_reference_and_ignores_feature_norms():
     fs, ft = rand(5, 2, 2, 2, seed=21), rand(5, 6, seed=22)
-    loss = create_loss("pkt", [(2, 2, 2)], [(6,)])
+    loss = create_loss("pkt", [(2, 2, 2)], [(6,)], form="paper")
     got = loss([fs], [ft]).item()
     assert got == pytest.approx(np_pkt(A(fs), A(ft)), rel=1e-10)
     scale = torch.tensor([1.0, 3.0, 0.2, 7.0, 1.5]).view(5, 1, 1, 1)
@@ -338,7 +338,7 @@ def test_nst_zero_for_same_channel_set():
 
 
 def test_ab_by_hand_with_identity_connector():
-    loss = create_loss("ab", [(4,)], [(4,)], margin=1.0)
+    loss = create_loss("ab", [(4,)], [(4,)], form="paper", margin=1.0)
     loss.connectors[0] = nn.Identity()
     s = torch.tensor([[2.0, 0.5, -3.0, 0.0]])
     t = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
@@ -347,7 +347,7 @@ def test_ab_by_hand_with_identity_connector():
 
 
 def test_ab_matches_numpy_reference():
-    loss = create_loss("ab", [(3, 2, 2)], [(2, 2, 2)], margin=0.5, layer_weights=[2.0])
+    loss = create_loss("ab", [(3, 2, 2)], [(2, 2, 2)], form="paper", margin=0.5, layer_weights=[2.0])
     fs, ft = rand(4, 3, 2, 2, seed=27), rand(4, 2, 2, 2, seed=28)
     w = A(loss.connectors[0][0].weight)[:, :, 0, 0]
     r = np.einsum("oc,bchw->bohw", w, A(fs))
@@ -378,7 +378,7 @@ def test_ft_factor_distance_matches_numpy_reference():
 
 
 def test_ft_paraphraser_is_frozen_in_main_phase_and_trained_in_pretraining():
-    loss = create_loss("ft", [(2, 4, 4)], [(4, 4, 4)])
+    loss = create_loss("ft", [(2, 4, 4)], [(4, 4, 4)], form="paper")
     fs, ft = rand(3, 2, 4, 4, seed=31).requires_grad_(True), rand(3, 4, 4, 4, seed=32)
     running = loss.paraphrasers[0].encoder[1].running_mean.clone()
     loss([fs], [ft]).backward()

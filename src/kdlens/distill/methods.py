@@ -67,41 +67,62 @@ METHODS: dict[str, MethodSpec] = {
                    hyper_source="T = 4 as KD; uniform noise, scale 0.1, seed 0: kdlens defaults"),
         # feature / relation based
         MethodSpec("fitnet", "Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", beta=100.0,
+                   source=REPDISTILLER + "; β tuned for regressor=repdistiller (conv-BN-ReLU)",
                    phases="two_stage=False: main only (RepDistiller); two_stage=True: stage 1 hint training "
                    "of the student up to the guided layer + regressor (pretrain_loss), stage 2 KD",
-                   hyper_source="regressor per paper §2.2; one stage as RepDistiller"),
+                   notes="default regressor=plain (the paper's), with which β = 100 diverged here "
+                   "(resnet56 → resnet8, Fashion-MNIST; the hint study uses β = 10); "
+                   "regressor_bn=true alone is not RepDistiller's regressor (no ReLU)",
+                   hyper_source="regressor=plain per paper §2.2, regressor=repdistiller: RepDistiller's ConvReg; "
+                   "one stage as RepDistiller"),
         MethodSpec("at", "Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)", beta=1000.0,
                    notes="the loss includes the paper's 1/2 (β/2); RepDistiller's β = 1000 omits it, "
                    "i.e. equals β = 2000 here",
                    hyper_source="p = 2: paper; form=code: the authors' code"),
         MethodSpec("vid", "Ahn et al. 2019, Variational Information Distillation for Knowledge Transfer (CVPR)",
-                   beta=1.0,
-                   hyper_source="1×1-conv mean regressor; init_var = 5, ε = 1e-5 from common code"),
+                   beta=1.0, source=REPDISTILLER + "; β tuned for form=repdistiller",
+                   hyper_source="1×1-conv mean regressor (form=repdistiller: no bias, as RepDistiller / the "
+                   "authors' code; form=paper: with bias); init_var = 5, ε = 1e-5 from common code"),
         MethodSpec("sp", "Tung & Mori 2019, Similarity-Preserving Knowledge Distillation (ICCV)", beta=3000.0,
                    hyper_source="no hyper-parameters"),
         MethodSpec("cc", "Peng et al. 2019, Correlation Congruence for Knowledge Distillation (ICCV)", beta=0.02,
-                   notes="β = 0.02 is RepDistiller's, tuned for its own simplified CC; retune for the kernel form",
-                   hyper_source="Gaussian RBF, P = 2, γ = 0.4: kdlens defaults for the paper's kernel form"),
+                   source=REPDISTILLER + "; β tuned for form=repdistiller",
+                   notes="form=repdistiller (default) is RepDistiller's own CC: linear embeddings to 128 dims, "
+                   "products of consecutive samples' differences; β is untuned for form=paper (kernel form)",
+                   hyper_source="form=paper: Gaussian RBF, P = 2, γ = 0.4 (kdlens defaults for the paper's "
+                   "kernel form); form=repdistiller: embed_dim = 128 (RepDistiller's feat_dim)"),
         MethodSpec("rkd", "Park, Kim, Lu & Cho 2019, Relational Knowledge Distillation (CVPR)", beta=1.0,
                    notes="distance and angle weights 25 / 50 inside the loss",
                    hyper_source="w_D = 25, w_A = 50: paper / RepDistiller"),
         MethodSpec("pkt", "Passalis & Tefas 2018, Learning Deep Representations with Probabilistic "
                    "Knowledge Transfer (ECCV)", beta=30000.0,
-                   hyper_source="cosine kernel: paper"),
+                   source=REPDISTILLER + "; β tuned for form=repdistiller (batch 64)",
+                   notes="form=paper (i ≠ j, mean over B(B−1)) is 1.46× form=repdistiller at B = 8, "
+                   "1.05× at B = 64",
+                   hyper_source="cosine kernel: paper; form=repdistiller: RepDistiller / the authors' code"),
         MethodSpec("nst", "Huang & Wang 2017, Like What You Like: Knowledge Distill via Neuron Selectivity "
                    "Transfer (arXiv:1707.01219)", beta=50.0,
                    notes="the loss includes the paper's λ/2; RepDistiller's β = 50 omits the 1/2",
                    hyper_source="polynomial kernel d = 2, c = 0: paper"),
         MethodSpec("ab", "Heo, Lee, Yun & Choi 2019, Knowledge Transfer via Distillation of Activation "
                    "Boundaries Formed by Hidden Neurons (AAAI)", beta=1.0,
-                   phases="pretraining: student + connectors minimise the AB loss (RepDistiller: 30 epochs); "
+                   source=REPDISTILLER + "; β weights the pre-training loss, tuned for form=repdistiller",
+                   phases="pretraining: student + connectors minimise β·(AB loss) (RepDistiller: 30 epochs, "
+                   "main learning rate, no β, i.e. β = 1 with form=repdistiller); "
                    "main: CE (+ logit loss); the paper drops the AB term (active_in_main_phase=False)",
-                   hyper_source="margin μ = 1, 1×1 conv + BN connector: paper"),
+                   notes="form=repdistiller weights pair i of n by 3/1000·2^(i−n+1) and has no connector for "
+                   "equal shapes; form=paper (weights 1) was 515–561× larger on the same tensors (3 pairs)",
+                   hyper_source="margin μ = 1, 1×1 conv + BN connector: paper; form=repdistiller: RepDistiller"),
         MethodSpec("ft", "Kim, Park & Kwak 2018, Paraphrasing Complex Network: Network Compression via "
                    "Factor Transfer (NeurIPS)", beta=200.0,
+                   source=REPDISTILLER + "; β tuned for form=repdistiller",
                    phases="pretraining: paraphraser on teacher features (reconstruction); "
                    "main: student + translator with the FT loss",
-                   hyper_source="paraphrase rate k = 0.5, p = 1: paper; form=code: common code"),
+                   notes="form=repdistiller (default) compares attention maps of the factors "
+                   "(normalised channel mean of squares) and its paraphraser has no BN; form=code (the authors' "
+                   "code, their β = 500 on CIFAR-10) is 0.3–0.65× of it on the same tensors",
+                   hyper_source="paraphrase rate k = 0.5, p = 1: paper; form=code: the authors' code; "
+                   "form=repdistiller: RepDistiller"),
         MethodSpec("fsp", "Yim, Joo, Bae & Kim 2017, A Gift from Knowledge Distillation (CVPR)", beta=50.0,
                    phases="pretraining: student minimises the FSP loss; main: CE only "
                    "(active_in_main_phase=False)",

@@ -89,10 +89,15 @@ class Objective(nn.Module):
         return self.hint_loss is not None and bool(self.hint_loss.requires_pretraining)
 
     def pretrain_loss(self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], **context) -> Tensor:
-        """The hint loss's pre-training loss (FitNet stage 1, AB/FSP init, FT paraphraser)."""
+        """The hint loss's pre-training loss (FitNet stage 1, AB/FSP init, FT paraphraser),
+        × β where the loss says ``pretrain_weighted_by_beta`` (AB: its term exists only in
+        this phase, so β is its weight there)."""
         if self.hint_loss is None:
             raise KdlensError("this objective has no hint loss, hence no pre-training phase")
-        return self.hint_loss.pretrain_loss(student_feats, teacher_feats, **context)
+        loss = self.hint_loss.pretrain_loss(student_feats, teacher_feats, **context)
+        if getattr(self.hint_loss, "pretrain_weighted_by_beta", False):
+            loss = self.beta * loss
+        return loss
 
     def main_phase(self) -> Objective:
         """The objective after pre-training: the hint term is dropped where the method uses

@@ -89,7 +89,8 @@ class DistillLoop(SourceLoop):
 
 class HintPretrainLoop(SourceLoop):
     """Stage 1 of FitNet (and AB/FSP/FT initialisation): minimise the hint loss's
-    pre-training objective on the transfer set before the main phase."""
+    pre-training objective (:meth:`Objective.pretrain_loss`, × β for AB) on the transfer
+    set before the main phase."""
 
     def __init__(self, source: BatchSource, teacher, objective: Objective, student_layers: Sequence[str]) -> None:
         self.source = source

@@ -316,7 +316,7 @@ def _check_finite(parts: dict[str, torch.Tensor | float], loss: torch.Tensor, ep
         # measured: FitNet's β = 100 (RepDistiller, tuned with a conv-BN-ReLU regressor) diverges
         # in 5 steps from a resnet56 whose hint features have mean squares of 3.4–7.3
         advice = ("the hint term diverged: try a lower beta (hint-loss weight), a lower learning rate, "
-                  "or for fitnet loss.regressor_bn=true (RepDistiller's conv-BN-ReLU regressor)")
+                  "or for fitnet loss.regressor=repdistiller (conv-BN-ReLU; regressor_bn=true alone lacks the ReLU)")
     raise TrainingDivergedError(
         f"non-finite loss ({which} = {float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; {advice}"
     )

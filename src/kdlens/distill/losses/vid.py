@@ -14,13 +14,24 @@ from kdlens.distill.losses.base import HintLoss, register_loss
 from kdlens.errors import KdlensError
 
 
-def _mean_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], hidden: int) -> nn.Module:
+FORMS = ("paper", "repdistiller")
+
+
+def _mean_regressor(
+    student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], hidden: int, bias: bool = True
+) -> nn.Module:
     cs, ct = student_shape[0], teacher_shape[0]
     if len(teacher_shape) == 3:
         return nn.Sequential(
-            nn.Conv2d(cs, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, ct, 1)
+            nn.Conv2d(cs, hidden, 1, bias=bias), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1, bias=bias), nn.ReLU(),
+            nn.Conv2d(hidden, ct, 1, bias=bias),
         )
-    return nn.Sequential(nn.Linear(cs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, ct))
+    return nn.Sequential(
+        nn.Linear(cs, hidden, bias=bias), nn.ReLU(),
+        nn.Linear(hidden, hidden, bias=bias), nn.ReLU(),
+        nn.Linear(hidden, ct, bias=bias),
+    )
 
 
 @register_loss("vid")
@@ -44,17 +55,27 @@ class VIDLoss(HintLoss):
     code form; the paper sums over c, h, w), which RepDistiller's β = 1 assumes.
     The initial variance ``init_var`` = 5 and ε = 1e-5 follow common code
     (the paper does not state them).
+
+    ``form="repdistiller"`` (default; RepDistiller's ``distiller_zoo/VID.py``, from the
+    authors' code): the regressor's 1×1 convolutions (linear layers for vectors) have
+    no bias.  ``form="paper"``: with bias (the paper does not say; kdlens's earlier
+    regressor).  The loss is otherwise the same.  Default weight: RepDistiller's β = 1
+    was tuned for ``form="repdistiller"``.
     """
 
     def __init__(
         self,
         student_shapes: Sequence[Sequence[int]],
         teacher_shapes: Sequence[Sequence[int]],
+        form: str = "repdistiller",
         hidden: int | None = None,
         init_var: float = 5.0,
         eps: float = 1e-5,
     ) -> None:
         super().__init__(student_shapes, teacher_shapes)
+        if form not in FORMS:
+            raise KdlensError(f"vid: form must be 'paper' or 'repdistiller', got {form!r}")
+        self.form = form
         for s, t in zip(self.student_shapes, self.teacher_shapes):
             if len(s) != len(t):
                 raise KdlensError(f"vid: cannot pair a student feature {s} with a teacher feature {t}")
@@ -62,7 +83,8 @@ class VIDLoss(HintLoss):
             raise KdlensError(f"vid: init_var must exceed eps ({eps}), got {init_var}")
         self.hidden, self.init_var, self.eps = hidden, float(init_var), float(eps)
         self.regressors = nn.ModuleList(
-            _mean_regressor(s, t, hidden or t[0]) for s, t in zip(self.student_shapes, self.teacher_shapes)
+            _mean_regressor(s, t, hidden or t[0], bias=form == "paper")
+            for s, t in zip(self.student_shapes, self.teacher_shapes)
         )
         # softplus(alpha) + eps = init_var at the start
         alpha0 = math.log(math.expm1(self.init_var - self.eps))
