@@ -80,14 +80,30 @@ def run(
     out: str = typer.Option(None, help="study directory (default: the file's out/SCALE)"),
     set_: list[str] = typer.Option(None, "--set", help="override a key of the study file, e.g. defaults.data.name=fashion-mnist"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed tasks again"),
+    wait: bool = typer.Option(False, "--wait", help="if another runner holds this study, wait for it instead of exiting"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Run a study: expand its grid, skip tasks already done, run the rest (dependencies first)."""
-    from kdlens.studies.grid import load_study, run_study
+    """Run a study: expand its grid, skip tasks already done, run the rest (dependencies first).
+
+    Every task's config is checked before anything runs.  Ctrl-C, SIGTERM and SIGHUP stop the
+    workers, mark the tasks in flight interrupted and say in one line what was kept; running
+    the same command again resumes."""
+    from kdlens.studies.grid import StudyInterrupted, load_study, run_study
 
     study = load_study(file, scale, out, set_ or [])
-    summary = run_study(study, workers=workers, executor=executor, address=address,
-                        retry_failed=retry_failed, progress=not quiet)
+
+    def waiting(holder) -> None:
+        typer.echo(f"waiting for {holder.describe()}, which is running study {study.directory} …", err=True)
+
+    try:
+        summary = run_study(study, workers=workers, executor=executor, address=address,
+                            retry_failed=retry_failed, progress=not quiet, wait=wait, on_wait=waiting)
+    except StudyInterrupted as exc:
+        import gc
+
+        typer.echo(str(exc), err=True)
+        gc.freeze()  # exit at once: the final collection of torch's objects takes ~0.5 s on 2 cores
+        raise typer.Exit(code=exc.exit_code) from None
     typer.echo(
         f"study {study.name} ({study.scale}): {summary.done}/{len(study.tasks)} done "
         f"({summary.skipped} already done, {summary.ran} run now), {summary.failed} failed, "
@@ -135,6 +151,9 @@ def status(
                       escape(r["reason"]))
     console = Console()
     console.print(table)
+    for r in rows:  # in full: the table's reason column is narrow
+        if r["status"] == "failed" and r["reason"]:
+            console.print(f"failed {r['task']}: {r['reason']}", markup=False, highlight=False)
     console.print(" · ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f" · total {len(rows)}")
 
 

@@ -8,8 +8,11 @@ passes dominate KD cost for small students).
 
 Key: SHA-256 of (teacher weights hash, dataset, split, input transform, feature names).
 Files: ``ROOT/KEY/{logits,logits_flip,feat_i,...}.npy`` memory-mapped for reading, and
-``meta.json`` with each file's SHA-256 written last: a directory without a valid
-``meta.json`` (a kill while building) is rebuilt, never read.
+``meta.json`` with each file's SHA-256.  A cache is never visible half-built: it is written
+under a temporary name (``ROOT/.KEY.building-HOST-PID-…``) and renamed to ``ROOT/KEY`` in one
+step, so a reader (another student, another runner) sees either no cache or a whole one.  A
+builder that loses a race to another keeps the other's cache; a directory without a valid
+``meta.json`` (left by an older kdlens) is moved aside, never deleted under a reader.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,8 +117,6 @@ class TeacherOutputCache:
         index order, e.g. a streamed image folder; ``prepare`` is then unused)."""
         from kdlens.models import FeatureTaps
 
-        if self.dir.exists():
-            shutil.rmtree(self.dir)  # stale or half-written: rebuild from scratch
         was_training = teacher.training
         teacher.eval()
         outputs: dict[str, list[np.ndarray]] = {n: [] for n in self._array_names()}
@@ -134,13 +138,55 @@ class TeacherOutputCache:
                     progress(x.shape[0])
         finally:
             teacher.train(was_training)
-        sha = {}
-        for name, chunks in outputs.items():
-            buffer = io.BytesIO()
-            np.save(buffer, np.concatenate(chunks), allow_pickle=False)
-            atomic_write_bytes(self.dir / f"{name}.npy", buffer.getvalue())
-            sha[name] = hashlib.sha256(buffer.getvalue()).hexdigest()
-        atomic_write_text(self.dir / "meta.json", json.dumps({"key": self.key_parts, "sha256": sha}, indent=1))
+        self._publish(outputs)
+
+    def _publish(self, outputs: dict[str, list[np.ndarray]]) -> None:
+        """Write the arrays and ``meta.json`` under a temporary name, then rename it to the
+        cache's name in one step (see the module docstring)."""
+        root = self.dir.parent
+        root.mkdir(parents=True, exist_ok=True)
+        self._sweep_dead_builders()
+        tmp = root / f".{self.dir.name}.building-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            sha = {}
+            for name, chunks in outputs.items():
+                buffer = io.BytesIO()
+                np.save(buffer, np.concatenate(chunks), allow_pickle=False)
+                atomic_write_bytes(tmp / f"{name}.npy", buffer.getvalue())
+                sha[name] = hashlib.sha256(buffer.getvalue()).hexdigest()
+            atomic_write_text(tmp / "meta.json", json.dumps({"key": self.key_parts, "sha256": sha}, indent=1))
+            if self.dir.exists() and not self.is_valid():  # an older kdlens's half-built directory
+                aside = root / f".{self.dir.name}.invalid-{uuid.uuid4().hex[:8]}"
+                try:
+                    os.rename(self.dir, aside)
+                    shutil.rmtree(aside, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+            try:
+                os.rename(tmp, self.dir)  # atomic; fails if another builder got there first
+            except OSError:
+                if not self.is_valid():
+                    raise
+                # another builder published the same outputs first: keep theirs
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._arrays.clear()
+
+    def _sweep_dead_builders(self) -> None:
+        """Remove temporary directories of builders on this host whose process is gone."""
+        host = socket.gethostname()
+        for path in self.dir.parent.glob(f".{self.dir.name}.building-*"):
+            rest = path.name[len(f".{self.dir.name}.building-"):]
+            try:
+                b_host, b_pid, _ = rest.rsplit("-", 2)
+                if b_host != host:
+                    continue
+                os.kill(int(b_pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except (ValueError, PermissionError, OSError):
+                continue
 
     def ensure(self, teacher: nn.Module, images: Any, prepare, device, **kw: Any) -> bool:
         """Build unless a valid cache exists; returns True when it was already there."""

@@ -13,13 +13,26 @@ results under every executor (each run is seeded from its config).
 * ``ray``: ``ray.remote`` tasks on a running cluster (``--address``) or a local instance;
   futures through ``ObjectRef.future()``.  The study directory must be on a file system every
   node sees (runs, caches and the SQLite store are files).
+
+Stopping: every executor has ``stop(grace_s)``, which the runner calls when it is interrupted
+(Ctrl-C, SIGTERM, SIGHUP).  A task in flight gets a ``KeyboardInterrupt`` (worker processes:
+SIGTERM, which a worker turns into one; the thread: an asynchronous exception; Ray: a forced
+cancel), so its run records itself interrupted and keeps its last epoch's checkpoint; a
+worker still busy after ``grace_s`` is killed.  Worker processes ignore SIGINT and SIGHUP (a
+terminal sends those to the whole process group; the runner decides) and stop by themselves
+when their runner is gone, so none outlives it as an orphan.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,20 +51,69 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+_IN_WORKER_PROCESS = False  # set by the initializer of local worker processes
+_TASK_RUNNING = False
+
+
+def _worker_init(threads: int | None) -> None:
+    """Initializer of a local worker process: signals as described in the module docstring,
+    a watchdog for the runner's death, then the torch thread count."""
+    global _IN_WORKER_PROCESS
+    _IN_WORKER_PROCESS = True
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+    sys.unraisablehook = _retry_swallowed_interrupt
+    runner = os.getppid()
+
+    def watch() -> None:  # the runner died without stopping us (kill -9): stop as if asked to
+        while os.getppid() == runner:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="kdlens-runner-watchdog").start()
+    _set_threads(threads)
+
+
+def _retry_swallowed_interrupt(unraisable: Any, _default=sys.unraisablehook) -> None:
+    """A stop that landed where Python cannot raise (an import lock's callback, a ``__del__``)
+    is swallowed with an "Exception ignored" message: deliver it again a moment later instead."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
+    _default(unraisable)
+
+
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    if _TASK_RUNNING:
+        raise KeyboardInterrupt  # the run records itself interrupted; execute_task then exits
+    os._exit(128 + signum)  # idle: nothing to record
+
+
 def execute_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one study task; never raises (a failure is a result with its reason)."""
+    """Run one study task; never raises (a failure is a result with its reason) except on
+    an interruption, which a worker process answers by exiting once the run has recorded it."""
+    global _TASK_RUNNING
     _set_threads(payload.get("threads"))
     kind = payload["kind"]
+    _TASK_RUNNING = True
     try:
         if kind in ("train", "distill"):
             return _execute_run(payload)
         return _execute_step(payload)
+    except KeyboardInterrupt:
+        if _IN_WORKER_PROCESS:
+            os._exit(128 + signal.SIGTERM)  # stopped by its runner, which is leaving too
+        raise
     except BaseException as exc:  # recorded, not propagated: the study goes on
-        if isinstance(exc, KeyboardInterrupt):
-            raise
         reason = f"{type(exc).__name__}: {exc}".strip()
         return {"status": "failed", "reason": reason, "traceback": traceback.format_exc(),
                 "path": payload.get("_path")}
+    finally:
+        _TASK_RUNNING = False
 
 
 def _execute_run(payload: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +200,17 @@ class _ThreadExecutor:
     def shutdown(self, wait: bool = True) -> None:
         self._threads = [t for t in self._threads if t.is_alive()]
 
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Raise ``KeyboardInterrupt`` in each task thread; wait up to ``grace_s`` for them (a
+        thread still inside one long C call is left to die with the process: it is a daemon)."""
+        alive = [t for t in self._threads if t.is_alive()]
+        for t in alive:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt))
+        deadline = time.monotonic() + grace_s
+        for t in alive:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = [t for t in self._threads if t.is_alive()]
+
 
 class LocalExecutor:
     """``workers`` spawned processes (``concurrent.futures.ProcessPoolExecutor``)."""
@@ -150,7 +223,7 @@ class LocalExecutor:
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_set_threads, initargs=(self.threads,),
+            initializer=_worker_init, initargs=(self.threads,),
         )
 
     def submit(self, payload: dict[str, Any]) -> cf.Future:
@@ -166,6 +239,33 @@ class LocalExecutor:
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in list((getattr(self._pool, "_processes", None) or {}).values()) if p.pid]
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        """SIGTERM every worker (a task in flight records itself interrupted, an idle worker
+        just exits); SIGKILL those still there after ``grace_s``; drop queued tasks."""
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        for p in procs:
+            try:
+                p.terminate()
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            try:
+                p.join(max(0.0, deadline - time.monotonic()))
+            except (OSError, ValueError, AssertionError):
+                pass
+        for p in procs:
+            try:
+                if p.is_alive():
+                    p.kill()
+                    p.join(0.5)
+            except (OSError, ValueError, AssertionError):
+                pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class RayExecutor:
@@ -192,17 +292,33 @@ class RayExecutor:
             except ConnectionError as exc:
                 raise KdlensError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         self._fn = ray.remote(num_cpus=1, max_retries=0)(execute_task)
+        self._refs: dict[cf.Future, Any] = {}
 
     def submit(self, payload: dict[str, Any]) -> cf.Future:
-        return self._fn.remote(payload).future()
+        ref = self._fn.remote(payload)
+        future = ref.future()
+        self._refs[future] = ref
+        return future
 
     def wait(self, futures: Sequence[cf.Future], timeout: float) -> list[cf.Future]:
         done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            self._refs.pop(future, None)
         return list(done)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        """Cancel the tasks in flight (forced: their worker processes are killed)."""
+        for future, ref in list(self._refs.items()):
+            if not future.done():
+                try:
+                    self._ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished or gone
+                    pass
+        self._refs.clear()
 
 
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None, threads: int | None = None,

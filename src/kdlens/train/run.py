@@ -102,6 +102,7 @@ def execute_run(
             pass
         raise
     run_dir.write_result(metrics)
+    (run_dir.path / "error.txt").unlink(missing_ok=True)  # a finished run carries no stale error of an earlier try
     index.finish(run_id, metrics)
     return RunOutcome(run_id, run_dir.path, metrics)
 

@@ -41,6 +41,11 @@ index (``STUDY_DIR/tasks/runs.sqlite``) records done / failed / why.  Re-running
 skips tasks done with the same hash, so a killed study resumes with the tasks that were in
 flight (themselves resumed from their last checkpoint), and a finished one does nothing.
 
+Every task's train / distill config is validated when the study is loaded (a misspelt key or
+group is exit 2 before anything runs).  One runner holds a study at a time (``study.lock``);
+Ctrl-C, SIGTERM and SIGHUP stop its workers, mark the tasks in flight ``interrupted`` and say
+in one line what was kept.
+
 Modules
 -------
 * :mod:`.spec` — the YAML schema (:class:`StudySpec`, :class:`GroupSpec`), ``RUN_KINDS`` /
@@ -49,6 +54,9 @@ Modules
 * :mod:`.expand` — grid → tasks (:func:`expand`), ``"${group}"`` references, and
   :func:`load_study` / :func:`open_study`.
 * :mod:`.state` — :class:`TaskState`, the task index and :func:`task_states`.
+* :mod:`.lock` — :class:`StudyLock` (one runner per study, ``study.lock`` naming its pid and
+  host) and :func:`runner_alive`.
+* :mod:`.interrupt` — Ctrl-C, SIGTERM and SIGHUP stop a study alike (:class:`StudyInterrupted`).
 * :mod:`.run` — :func:`run_study`, :class:`StudySummary`, :func:`status_rows`, :func:`iter_done`.
 * :mod:`.progress` — :class:`StudyProgress`, the live table of a running study.
 """
@@ -66,7 +74,9 @@ from kdlens.studies.grid.spec import (
     factor_levels,
     set_path,
 )
-from kdlens.studies.grid.state import TaskState, runner_alive, task_index, task_states
+from kdlens.studies.grid.interrupt import StudyInterrupted
+from kdlens.studies.grid.lock import StudyLock, runner_alive
+from kdlens.studies.grid.state import TaskState, task_index, task_states
 from kdlens.studies.grid.study import Study, Task
 
 __all__ = [
@@ -76,6 +86,8 @@ __all__ = [
     "Level",
     "Study",
     "StudyProgress",
+    "StudyInterrupted",
+    "StudyLock",
     "StudySpec",
     "StudySummary",
     "Task",

@@ -205,14 +205,57 @@ def load_study(
         if not isinstance(preset, dict):
             raise KdlensError(f"{where}: scale {scale!r} must be a mapping of overrides")
         data = deep_merge(data, preset)
+    _check_new_groups(data, data.get("groups"), f"{where}, scale {scale!r}" if scale in scales else where)
+    before = data.get("groups")
     data = apply_overrides(data, list(overrides))
+    _check_new_groups(data, before, "--set", overrides)
     groups = data.get("groups")
     if isinstance(groups, dict):  # each group on its own: errors name the group and suggest keys
         for gname, group in groups.items():
             validate(GroupSpec, group if isinstance(group, dict) else {"kind": group}, source=f"{where}, group {gname!r}")
     spec = validate(StudySpec, data, source=where)
     root = Path(out) if out is not None else Path(spec.out or f"runs/studies/{spec.name}") / scale
-    return expand(spec, scale, root, source=str(Path(path).resolve()))
+    study = expand(spec, scale, root, source=str(Path(path).resolve()))
+    check_task_configs(study)
+    return study
+
+
+def _check_new_groups(data: dict[str, Any], known: Any, where: str, overrides: Sequence[str] = ()) -> None:
+    """A group that only an override (a scale preset or ``--set``) mentions and that has no
+    ``kind`` is a misspelt group name, not a new group: say so, with close matches."""
+    groups = data.get("groups")
+    if not isinstance(groups, dict):
+        return
+    known = list(known) if isinstance(known, dict) else []
+    for gname, group in groups.items():
+        if gname in known or (isinstance(group, dict) and "kind" in group):
+            continue
+        hint = close_matches(str(gname), known)
+        given = [o for o in overrides if o.strip().startswith((f"groups.{gname}.", f"groups.{gname}="))]
+        where = f"{where} {given[0].strip()}" if given else where
+        raise KdlensError(
+            f"{where}: unknown group {gname!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; the study's groups: {', '.join(known) or 'none'}"
+        )
+
+
+def check_task_configs(study: Study) -> None:
+    """Validate the train / distill config of every task as its run will see it (dependency
+    directories stand in for ``"${group}"``), so a misspelt key fails when the study is loaded,
+    before anything trains, naming the group, the task and the key."""
+    from kdlens.config import DistillConfig, TrainConfig
+
+    schemas = {"train": TrainConfig, "distill": DistillConfig}
+    for task in study.tasks:
+        if not task.is_run:
+            continue
+        config = substitute(task.config, {g: f"{study.directory}/{g}" for g in _placeholders(task.config)})
+        config = {**config, "out": str(study.directory), "name": task.id}
+        config.pop("kind", None)
+        levels = f", levels {task.levels}" if task.levels else ""
+        validate(schemas[task.kind], config,
+                 source=f"study {study.name!r}, group {task.group!r} (task {task.id}{levels}; its keys come from "
+                        f"defaults, groups.{task.group}.config and its grid)")
 
 
 def open_study(path: str | Path, scale: str | None = None) -> Study:

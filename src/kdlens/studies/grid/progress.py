@@ -47,7 +47,7 @@ class StudyProgress:
         if self._live is not None:
             self._live.update(self.render())
             self._live.__exit__(*exc)
-        elif self.enabled:
+        elif self.enabled and exc[0] is None:  # interrupted: the runner says what it saved, in one line
             self.console.print(self.render())
 
     def event(self, event: str, st: TaskState) -> None:

@@ -5,6 +5,8 @@ on a local or Ray executor, records each outcome in the task index and returns a
 from __future__ import annotations
 
 import os
+import re
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,8 +15,10 @@ from typing import Any
 
 from kdlens.errors import KdlensError
 from kdlens.studies.grid.expand import substitute
+from kdlens.studies.grid.interrupt import StudyInterrupted, signal_name, stop_signals
+from kdlens.studies.grid.lock import LockHolder, StudyLock, read_holder
 from kdlens.studies.grid.progress import StudyProgress
-from kdlens.studies.grid.state import TaskState, runner_alive, task_index, task_states
+from kdlens.studies.grid.state import TaskState, task_index, task_states
 from kdlens.studies.grid.study import Study, Task
 
 
@@ -60,12 +64,20 @@ def run_study(
     progress: bool = True,
     console: Any = None,
     on_event: Callable[[str, TaskState], None] | None = None,
+    wait: bool = False,
+    on_wait: Callable[[LockHolder], None] | None = None,
 ) -> StudySummary:
     """Run every task not yet done, dependencies first, ``workers`` at a time.
 
     A failing task (an exception, a diverging loss) is recorded failed with its reason and
     the tasks needing it are blocked; the others go on.  Failed tasks of an earlier run are
     retried only with ``retry_failed``; interrupted ones always resume.
+
+    One runner per study (:class:`~kdlens.studies.grid.lock.StudyLock`): another runner's study
+    is refused (:class:`KdlensError`) or, with ``wait``, waited for (``on_wait(holder)`` once).
+    Ctrl-C, SIGTERM and SIGHUP stop the workers within about a second, mark the tasks in flight
+    interrupted and raise :class:`~kdlens.studies.grid.interrupt.StudyInterrupted` (a
+    ``KeyboardInterrupt``) whose message says what was saved.
     """
     from kdlens.studies.executors import make_executor
 
@@ -74,13 +86,29 @@ def run_study(
     cores = os.cpu_count() or 1
     workers = workers or cores
     make_executor(executor, workers=workers, address=address, check_only=True)
-    study.directory.mkdir(parents=True, exist_ok=True)
-    lock = study.directory / "study.lock"
-    if runner_alive(study.directory) and int(lock.read_text().split()[0]) != os.getpid():
-        raise KdlensError(f"study {str(study.directory)!r} is being run by process {lock.read_text().split()[0]}; "
-                          "wait for it or stop it first (`kdlens study status` shows its progress; if no such "
-                          f"run is going on, delete {lock})")
-    lock.write_text(f"{os.getpid()}\n")
+    lock = StudyLock(study.directory)
+    with stop_signals() as caught:
+        try:
+            lock.acquire(wait=wait, on_wait=on_wait)
+            return _run_locked(study, workers, cores, executor, address, retry_failed, progress, console, on_event,
+                               caught)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, StudyInterrupted):
+                raise
+            holder = None if lock.held else read_holder(study.directory)
+            when = f" while waiting for {holder.describe()}" if holder else " before any task started"
+            raise StudyInterrupted(caught.signum or signal.SIGINT,
+                                   f"interrupted by {signal_name(caught.signum)}{when}: nothing was run") from None
+        finally:
+            lock.release()
+
+
+def _run_locked(study: Study, workers: int, cores: int, executor: str, address: str | None, retry_failed: bool,
+                progress: bool, console: Any, on_event: Callable[[str, TaskState], None] | None,
+                caught: Any) -> StudySummary:
+    from kdlens.studies.executors import make_executor
+
+    t0 = time.time()
     study.write_plan()
     index = task_index(study)
     states = {s.task.id: s for s in task_states(study)}
@@ -90,7 +118,7 @@ def run_study(
             st.status, st.reason = "pending", "output missing"
         if st.status == "done":
             skipped += 1
-        elif st.status in ("stale", "running"):
+        elif st.status in ("stale", "running", "interrupted"):
             st.status = "pending"
         elif st.status == "failed" and retry_failed:
             st.status = "pending"
@@ -103,7 +131,6 @@ def run_study(
     warming: set[tuple[str, tuple[str, ...]]] = set()
     warmed: set[tuple[str, tuple[str, ...]]] = set()
     ran = 0
-    t0 = time.time()
     display = StudyProgress(study, states, workers, enabled=progress, console=console)
 
     def emit(event: str, st: TaskState) -> None:
@@ -114,7 +141,26 @@ def run_study(
     def cache_key(t: Task) -> tuple[str, tuple[str, ...]]:
         return (t.group, tuple(t.needs))
 
-    interrupted = False
+    def record(tid: str, result: dict[str, Any]) -> None:
+        nonlocal ran
+        st = states[tid]
+        seconds = time.time() - started[tid]
+        st.seconds = seconds
+        ran += 1
+        if result.get("status") == "done":
+            st.status, st.path = "done", result["path"]
+            st.metrics = {**result.get("metrics", {}), "task_seconds": round(seconds, 3), "path": st.path}
+            index.finish(tid, st.metrics)
+            warmed.add(cache_key(st.task))
+            emit("done", st)
+        else:
+            st.status, st.reason = "failed", str(result.get("reason", "unknown error"))
+            st.path = result.get("path")
+            index.update_metrics(tid, {"task_seconds": round(seconds, 3), "path": st.path})
+            index.fail(tid, st.reason[:2000])
+            warmed.add(cache_key(st.task))
+            emit("failed", st)
+
     try:
         with display:
             while True:
@@ -137,7 +183,7 @@ def run_study(
                         continue  # the first student of a teacher builds the shared teacher-output cache
                     payload = _payload(study, t, states, threads)
                     index.start(t.id, t.kind, t.hash, payload["study_dir"])
-                    index.update_metrics(t.id, {"task_hash": t.hash})
+                    index.update_metrics(t.id, {"task_hash": t.hash, "interrupted": None})
                     st.status, st.reason, st.attempts = "running", None, st.attempts + 1
                     started[t.id] = time.time()
                     if pool is None:
@@ -151,40 +197,70 @@ def run_study(
                     break
                 for future in pool.wait(list(inflight), timeout=0.5):
                     tid = inflight.pop(future)
-                    st = states[tid]
-                    seconds = time.time() - started[tid]
                     try:
                         result = future.result()
                     except BaseException as exc:  # a worker that died (killed, out of memory)
                         result = {"status": "failed", "reason": f"worker died: {type(exc).__name__}: {exc}"}
-                    st.seconds = seconds
-                    ran += 1
-                    if result.get("status") == "done":
-                        st.status, st.path = "done", result["path"]
-                        st.metrics = {**result.get("metrics", {}), "task_seconds": round(seconds, 3),
-                                      "path": st.path}
-                        index.finish(tid, st.metrics)
-                        warmed.add(cache_key(st.task))
-                        emit("done", st)
-                    else:
-                        st.status, st.reason = "failed", str(result.get("reason", "unknown error"))
-                        st.path = result.get("path")
-                        index.update_metrics(tid, {"task_seconds": round(seconds, 3), "path": st.path})
-                        index.fail(tid, st.reason[:2000])
-                        warmed.add(cache_key(st.task))
-                        emit("failed", st)
+                    record(tid, result)
                 display.refresh()
     except KeyboardInterrupt:
-        interrupted = True  # tasks in flight stay "running": the next `study run` resumes them
-        raise
+        signum = caught.signum or signal.SIGINT
+        if pool is not None:
+            try:
+                pool.stop(grace_s=STOP_GRACE_S)
+            except Exception:  # noqa: BLE001 - still record what was saved
+                pass
+        stopped = []
+        for future, tid in inflight.items():
+            result = None
+            if future.done() and not future.cancelled() and future.exception(timeout=0) is None:
+                result = future.result(timeout=0)
+            if result is not None:  # it finished just before the stop: keep what it did
+                record(tid, result)
+                continue
+            st = states[tid]
+            when = time.strftime("%Y-%m-%d %H:%M:%S")
+            st.status, st.reason = "interrupted", f"stopped by {signal_name(signum)} at {when}"
+            index.update_metrics(tid, {"interrupted": st.reason})
+            stopped.append(st)
+        raise StudyInterrupted(signum, _interrupted_line(study, states, stopped, signum, time.time() - t0)) from None
     finally:
         if pool is not None:
-            pool.shutdown(wait=not interrupted)
-        if lock.exists() and lock.read_text().split()[:1] == [str(os.getpid())]:
-            lock.unlink()
+            pool.shutdown(wait=caught.signum is None)
     counts = {s: sum(1 for st in states.values() if st.status == s) for s in ("done", "failed", "blocked")}
     return StudySummary(study.directory, counts["done"], counts["failed"], counts["blocked"], skipped, ran,
                         time.time() - t0)
+
+
+STOP_GRACE_S = 1.0  # how long tasks in flight get to record their interruption before they are killed
+
+
+def _interrupted_line(study: Study, states: dict[str, TaskState], stopped: list[TaskState], signum: int,
+                      seconds: float) -> str:
+    """One line: what an interrupted study kept, what it stopped, what it had not started."""
+    done = sum(1 for st in states.values() if st.status == "done")
+    waiting = sum(1 for st in states.values() if st.status in ("pending", "blocked"))
+    parts = [f"interrupted by {signal_name(signum)} after {seconds:.1f} s: {done}/{len(states)} tasks done and kept"]
+    if stopped:
+        saved = []
+        for st in stopped[:4]:
+            ckpt = _checkpoint_of(study, st.task)
+            saved.append(f"{st.task.id} ({'checkpoint kept' if ckpt else 'no checkpoint yet'})")
+        more = f" and {len(stopped) - 4} more" if len(stopped) > 4 else ""
+        parts.append(f"{len(stopped)} stopped in flight and marked interrupted: {', '.join(saved)}{more}")
+    if waiting:
+        parts.append(f"{waiting} not started")
+    return "; ".join(parts) + f" — run the study again to resume ({study.directory})"
+
+
+def _checkpoint_of(study: Study, task: Task) -> Path | None:
+    """The ``last.pt`` of a run task's newest run directory (``STUDY_DIR/TASK-DIGEST``), if any."""
+    if not task.is_run:
+        return None
+    pattern = re.compile(re.escape(task.id) + r"-[0-9a-f]{10}")
+    found = [p / "checkpoints" / "last.pt" for p in study.directory.glob(f"{task.id}-*")
+             if pattern.fullmatch(p.name) and (p / "checkpoints" / "last.pt").exists()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def status_rows(study: Study) -> list[dict[str, Any]]:

@@ -1,22 +1,22 @@
 """Where each task of a study stands: :class:`TaskState`, the study's task index
-(``STUDY_DIR/tasks/runs.sqlite``), :func:`runner_alive` (the ``study.lock`` of a live run) and
-:func:`task_states` (recorded status, with ``blocked`` and ``stale`` worked out)."""
+(``STUDY_DIR/tasks/runs.sqlite``) and :func:`task_states` (recorded status, with ``blocked``,
+``stale`` and ``interrupted`` worked out; :func:`~kdlens.studies.grid.lock.runner_alive` tells
+a task in flight from one whose runner was stopped)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kdlens.store import RunIndex
+from kdlens.studies.grid.lock import runner_alive
 from kdlens.studies.grid.study import Study, Task
 
 
 @dataclass
 class TaskState:
     task: Task
-    status: str  # pending | running | done | failed | blocked | stale
+    status: str  # pending | running | interrupted | done | failed | blocked | stale
     reason: str | None = None
     path: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -26,22 +26,6 @@ class TaskState:
 
 def task_index(study: Study) -> RunIndex:
     return RunIndex(study.directory / "tasks")
-
-
-def runner_alive(directory: Path) -> bool:
-    """Whether a `kdlens study run` holds this study (its lock names a live process)."""
-    lock = directory / "study.lock"
-    try:
-        pid = int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def task_states(study: Study) -> list[TaskState]:
@@ -60,8 +44,11 @@ def task_states(study: Study) -> list[TaskState]:
         else:
             status = row.status
             reason = row.reason
-            if status == "running" and not alive:
-                status, reason = "pending", "interrupted (will resume)"
+            marker = row.metrics.get("interrupted")  # written by a runner that was stopped
+            if status == "interrupted" or (status == "running" and (marker or not alive)):
+                status = "interrupted"
+                reason = (marker or reason or "its runner stopped without a word (killed?)") \
+                    + "; resumes on the next run"
             st = TaskState(t, status, reason, row.metrics.get("path"), row.metrics, row.metrics.get("task_seconds"),
                            row.attempts)
         if st.status in ("pending", "stale"):
