@@ -74,7 +74,7 @@ def test_find_hint_points_on_resnet20(tmp_path):
     # other metric / rule / form
     cca = find_hint_points(model, ds.images, None, k=2, metric="cca", rule="last", form="pre", n=200)
     assert cca.selection.k == 2 and all(n.endswith(".preact") for n in cca.names)
-    assert cca.names[-1] == "layer3.2.preact"  # the last rule takes the deepest member
+    assert "layer3.2.preact" in cca.names  # the last rule takes the deepest member of its cluster
     for bad in ({"k": 10}, {"k": 0}, {"metric": "cosine"}, {"rule": "middle"}, {"form": "mid"}):
         with pytest.raises(KdlensError):
             find_hint_points(model, ds.images, None, n=50, **{"k": 3, **bad})
@@ -128,7 +128,7 @@ def test_distill_hints_auto_searches_then_reuses(teacher_run, tmp_path):
     saved = list((tmp_path / "runs" / "cache" / "hint-search").glob("hints-*.json"))
     assert len(saved) == 1
     d = json.loads(saved[0].read_text())
-    assert d["k"] == 2 and d["metric"] == "cka" and d["rule"] == "centre"
+    assert d["k"] == 2 and d["metric"] == "cka" and d["rule"] == "centroid"
     assert first.metrics["hint_layers"]["teacher"] == d["hint_layers"]
     assert len(first.metrics["hint_layers"]["student"]) == 2
 

@@ -172,3 +172,25 @@ def test_identical_layers_still_give_k_nonempty_clusters(algorithm):
     labels = cluster_layers(S, 2, algorithm=algorithm)
     assert sorted(set(labels.tolist())) == [0, 1]
     assert np.array_equal(labels, cluster_layers(S, 2, algorithm=algorithm))
+
+
+def test_pursuhint_layer_centroids_hand_worked():
+    """The authors' procedure on 7 layers, worked by hand.
+
+    Start: first / floor-middle / last = layers 0, 3, 6.  D = 1 − S with S_ij = 1 − |i − j|/10
+    except that layers 4 and 5 are closest to 6.  Assignment by smallest D to a centre layer:
+    0,1 → 0 (1 is at 0.1 from 0, 0.2 from 3); 2,3 → 3; 4,5,6 → 6.  Move: floor(mean{0,1}) = 0
+    → 0; floor(mean{2,3}) = 2 → 2; floor(mean{4,5,6}) = 5 → 5.  Reassign to 0, 2, 5: 0,1 → 0
+    (1 is 0.1 from 0 and from 2: tie → lower cluster); 2,3 → 2; 4,5,6 → 5.  Move: 0; 2; 5 →
+    stable.  Hint points (centroid rule) 0, 2, 5; profiles k-means need not agree."""
+    L = 7
+    idx = np.arange(L)
+    S = 1 - np.abs(idx[:, None] - idx[None, :]) / 10
+    for i in (4, 5):
+        S[i, 6] = S[6, i] = 0.99
+    labels = cluster_layers(S, 3)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2, 2]
+    sel = select_hint_points(S, 3)
+    assert sel.rule == "centroid" and sel.algorithm == "pursuhint" and sel.indices == (0, 2, 5)
+    assert select_hint_points(S, 3, rule="centre").indices == (0, 2, 5)  # mean 5 is a member
+    assert select_hint_points(S, 3, algorithm="profiles").algorithm == "profiles"

@@ -18,7 +18,10 @@ def hints(
     ),
     k: int = typer.Option(3, "--k", help="number of hint points (clusters)"),
     metric: str = typer.Option("cka", help="layer similarity: cka (linear CKA) | cca (R²_CCA) | rbf_cka | svcca | pwcca …"),
-    rule: str = typer.Option("centre", help="hint point of a cluster: centre (paper) | medoid | last"),
+    rule: str = typer.Option("centroid", help="hint point of a cluster: centroid (the authors' centre layer) "
+                             "| centre (nearest the mean index) | medoid | last"),
+    algorithm: str = typer.Option("pursuhint", help="layer clustering: pursuhint (the authors' layer "
+                                  "centroids) | profiles (k-means on 1−S rows) | kmedoids"),
     n: int = typer.Option(10_000, "--n", help="training samples for the layer representations (PURSUhInT: 10,000)"),
     form: str = typer.Option("post", help="post | pre (activation taps)"),
     dataset: str = typer.Option(
@@ -120,7 +123,7 @@ def hints(
 
         torch.set_num_threads(torch_threads)
     result = find_hint_points(
-        model, train.images, dataset_prepare(train), k=k, metric=metric, rule=rule, form=form, n=n,
+        model, train.images, dataset_prepare(train), k=k, metric=metric, rule=rule, form=form, n=n, algorithm=algorithm,
         seed=seed, cache_dir=out_dir / "cache", blas_threads=blas_threads, pool=pool,
         data_key=data_key, batch_size=batch_size, progress=not quiet,
     )

@@ -297,7 +297,7 @@ def check_search_options(metric: str, rule: str, form: str) -> None:
     if metric not in metric_names():
         raise unknown_name("similarity metric", metric, metric_names())
     if rule not in HINT_RULES:
-        raise unknown_name("hint rule", rule, ["centre", "medoid", "last"])
+        raise unknown_name("hint rule", rule, ["centroid", "centre", "medoid", "last"])
     if form not in REPRESENTATION_FORMS:
         raise unknown_name("tap form", form, REPRESENTATION_FORMS)
 
@@ -308,7 +308,7 @@ def find_hint_points(
     prepare: Callable[[Tensor], Tensor] | None,
     k: int = 3,
     metric: str = "cka",
-    rule: str = "centre",
+    rule: str = "centroid",
     form: str = "post",
     n: int = DEFAULT_N,
     seed: int = 0,
@@ -319,7 +319,7 @@ def find_hint_points(
     data_key: Mapping[str, Any] | None = None,
     layers: Sequence[str] | None = None,
     batch_size: int = 250,
-    algorithm: str = "kmeans",
+    algorithm: str = "pursuhint",
     metric_options: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> HintSearchResult:
@@ -330,8 +330,9 @@ def find_hint_points(
     that may be sampled (default all); ``n``: samples, drawn deterministically with
     ``seed`` (:func:`sample_indices`; all of the pool when it is smaller).
     ``k``: number of hint points; ``metric``: a :func:`~kdlens.explain.similarity.metric_names`
-    name ("cka" = linear CKA, "cca" = R²_CCA, …); ``rule``: "centre" (paper), "medoid" or
-    "last"; ``form``: "post" or "pre" activation taps; ``layers``: candidate layers
+    name ("cka" = linear CKA, "cca" = R²_CCA, …); ``rule``: "centroid" (the authors'
+    centre layers, default), "centre", "medoid" or "last"; ``algorithm``: "pursuhint" (the
+    authors' layer-centroid clustering, default), "profiles" or "kmedoids"; ``form``: "post" or "pre" activation taps; ``layers``: candidate layers
     (default one per sub-block).  ``cache_dir``: representation cache (see
     :mod:`kdlens.explain.representations`; ``data_key`` identifies the data there).
     ``blas_threads``: BLAS threads for step 2 (1 is fastest on a busy shared CPU).
@@ -442,7 +443,7 @@ def auto_hint_layers(
     cache_dir: str | Path,
     teacher_ref: str | Path | None = None,
     metric: str = "cka",
-    rule: str = "centre",
+    rule: str = "centroid",
     form: str = "post",
     n: int = DEFAULT_N,
     seed: int = 0,

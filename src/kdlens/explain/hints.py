@@ -13,7 +13,14 @@ Clustering (:func:`cluster_layers`)
 Layers are points; the distance between layers i and j is D_ij = 1 − S_ij (S made
 symmetric as (S + Sᵀ)/2, diagonal distance 0).  Two deterministic algorithms:
 
-``algorithm="kmeans"`` (default) — Lloyd's k-means where layer i is represented by its
+``algorithm="pursuhint"`` (default) — the PURSUhInT authors' procedure: the centres are
+  *layers*.  Start from the first, floor-middle and last layers (k = 3; in general
+  floor(linspace(0, L − 1, k))); each layer joins the centre layer c with the smallest
+  D_ic (ties → the lower cluster); each centre moves to the member nearest the *floored*
+  mean member index (ties → shallower); repeat until the centres stop moving.  The hint
+  point of a cluster is then its centre layer (rule ``"centroid"``).
+
+``algorithm="profiles"`` (kdlens's earlier default; alias ``"kmeans"``) — Lloyd's k-means where layer i is represented by its
   *distance profile*, the row D_i· ∈ R^L, with squared Euclidean distance.  Centres are
   means of profiles, i.e. genuine k-means as in the paper (a mean of layers is not
   defined for an arbitrary similarity, but a mean of similarity profiles is).  Two layers
@@ -34,7 +41,9 @@ clusters cluster 0 is the shallowest.
 
 Hint rules (:func:`select_hint_points`)
 ---------------------------------------
-``"centre"`` (the paper's proposal): the member closest to the mean layer *index* of its
+``"centroid"`` (default with ``algorithm="pursuhint"``, as the authors ran it): the member
+  nearest the floored mean member index — the converged centre layer.
+``"centre"`` (the paper's wording): the member closest to the mean layer *index* of its
   cluster — the middle of a contiguous group of layers (ties → the shallower layer).
 ``"medoid"``: the member with the least summed distance 1 − S to the other members — the
   most *representative* layer by similarity, which need not be in the middle (ties →
@@ -102,11 +111,16 @@ def even_layer_indices(n_layers: int, k: int) -> list[int]:
     return [int(np.floor(v + 0.5)) for v in np.linspace(0, n_layers - 1, k)]
 
 
-def _initial_indices(init: str | Sequence[int], n_layers: int, k: int) -> list[int]:
+def floored_layer_indices(n_layers: int, k: int) -> list[int]:
+    """floor(linspace(0, L−1, k)): first / floor-middle / last for k = 3 (the authors' start)."""
+    return [int(np.floor(v + 1e-9)) for v in np.linspace(0, n_layers - 1, k)]
+
+
+def _initial_indices(init: str | Sequence[int], n_layers: int, k: int, floored: bool = False) -> list[int]:
     if isinstance(init, str):
         if init != "even":
             raise unknown_name("cluster initialisation", init, ["even"])
-        return even_layer_indices(n_layers, k)
+        return floored_layer_indices(n_layers, k) if floored else even_layer_indices(n_layers, k)
     idx = [int(i) for i in init]
     if len(idx) != k or len(set(idx)) != k or not all(0 <= i < n_layers for i in idx):
         raise KdlensError(
@@ -172,9 +186,30 @@ def _kmedoids(D: np.ndarray, init_idx: list[int], max_iter: int) -> np.ndarray:
     return labels
 
 
+def _nearest_floored_mean(members: np.ndarray) -> int:
+    target = np.floor(members.mean() + 1e-9)
+    return int(members[np.argmin(np.abs(members - target))])  # members ascending → ties shallower
+
+
+def _pursuhint_centroids(D: np.ndarray, init_idx: list[int], max_iter: int) -> np.ndarray:
+    """The authors' layer-centroid clustering (see the module docstring)."""
+    centroids = list(init_idx)
+    labels = np.zeros(len(D), dtype=int)
+    for _ in range(max_iter):
+        labels = np.argmin(D[:, centroids], axis=1)  # ties → lower cluster
+        labels[centroids] = np.arange(len(centroids))  # a centre layer belongs to its own cluster
+        moved = [_nearest_floored_mean(np.flatnonzero(labels == c)) for c in range(len(centroids))]
+        if moved == centroids:
+            break
+        centroids = moved
+    return labels
+
+
 #: name → clustering function(D, initial layer indices, max_iter) → labels.
 CLUSTER_ALGORITHMS: dict[str, Callable[[np.ndarray, list[int], int], np.ndarray]] = {
-    "kmeans": _kmeans_profiles,
+    "pursuhint": _pursuhint_centroids,
+    "profiles": _kmeans_profiles,
+    "kmeans": _kmeans_profiles,  # the earlier name of "profiles"
     "kmedoids": _kmedoids,
 }
 
@@ -183,7 +218,7 @@ def cluster_layers(
     similarity: Any,
     k: int,
     init: str | Sequence[int] = "even",
-    algorithm: str = "kmeans",
+    algorithm: str = "pursuhint",
     max_iter: int = 100,
 ) -> np.ndarray:
     """Cluster the teacher's L layers into k groups using the distance 1 − similarity.
@@ -202,7 +237,7 @@ def cluster_layers(
     k = _check_k(k, L)
     if algorithm not in CLUSTER_ALGORITHMS:
         raise unknown_name("layer clustering algorithm", algorithm, CLUSTER_ALGORITHMS)
-    init_idx = _initial_indices(init, L, k)
+    init_idx = _initial_indices(init, L, k, floored=algorithm == "pursuhint")
     labels = CLUSTER_ALGORITHMS[algorithm](_distances(S), init_idx, max_iter)
     return _renumber_by_first_layer(labels)
 
@@ -225,6 +260,7 @@ def _last_rule(members: np.ndarray, D: np.ndarray) -> int:
 
 #: name → rule(members (ascending 0-based indices), D) → chosen layer index.
 HINT_RULES: dict[str, Callable[[np.ndarray, np.ndarray], int]] = {
+    "centroid": lambda members, D: _nearest_floored_mean(members),
     "centre": _centre_rule,
     "center": _centre_rule,
     "medoid": _medoid_rule,
@@ -249,7 +285,7 @@ class HintSelection:
     names: tuple[str, ...] | None = None
     layer_names: tuple[str, ...] | None = None
     metric: str | None = None
-    algorithm: str = "kmeans"
+    algorithm: str = "pursuhint"
     k: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -314,16 +350,18 @@ class HintSelection:
 def select_hint_points(
     similarity: Any,
     k: int,
-    rule: str = "centre",
+    rule: str | None = None,
     names: Sequence[str] | None = None,
     metric: str | None = None,
-    algorithm: str = "kmeans",
+    algorithm: str = "pursuhint",
     init: str | Sequence[int] = "even",
 ) -> HintSelection:
     """PURSUhInT hint points: cluster the layers (:func:`cluster_layers`) and take one
     layer per cluster by ``rule``.
 
-    ``rule``: "centre" (member nearest the cluster's mean layer index — the paper's choice,
+    ``rule``: None (``"centroid"`` for ``algorithm="pursuhint"``, else ``"centre"``),
+    "centroid" (member nearest the floored mean member index — the authors' centre layer),
+    "centre" (member nearest the cluster's mean layer index — the paper's wording,
     the middle of a group of similar layers), "medoid" (member with the least summed
     distance 1 − S to its cluster — the most representative by similarity, not necessarily
     the middle) or "last" (deepest member, like conventional end-of-stage hints).
@@ -331,8 +369,10 @@ def select_hint_points(
     """
     S = _as_similarity(similarity)
     L = S.shape[0]
+    if rule is None:
+        rule = "centroid" if algorithm == "pursuhint" else "centre"
     if rule not in HINT_RULES:
-        raise unknown_name("hint rule", rule, ["centre", "medoid", "last"])
+        raise unknown_name("hint rule", rule, ["centroid", "centre", "medoid", "last"])
     if names is not None:
         names = [str(n) for n in names]
         if len(names) != L:
