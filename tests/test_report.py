@@ -129,6 +129,49 @@ def test_all_sections_filled_and_numbers_written(everything, tmp_path):
     assert "± " in page and "Look for:" in page
 
 
+def test_every_section_redrawn_in_every_format_with_run_fold_seed(everything, tmp_path):
+    from test_report_figures import covered_points
+
+    from kdlens.report.sections import ReportData, build_sections
+
+    out = tmp_path / "r" / "report.html"
+    result = CliRunner().invoke(app, ["report", str(everything.directory), "--out", str(out), "--formats", "png,svg,pdf"])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "PNG only" not in page  # every figure redrawn from the numbers, none copied from a step
+    numbers = json.loads((tmp_path / "r" / "report.json").read_text())
+    figures = [f for sec in numbers["sections"].values() for f in sec["figures"]]
+    assert len(figures) >= 13
+    for fig in figures:
+        assert sorted(f.rsplit(".", 1)[1] for f in fig["files"]) == ["pdf", "png", "svg"]
+        assert all((out.parent / f).stat().st_size > 1000 for f in fig["files"])
+        assert b"<text" in (out.parent / next(f for f in fig["files"] if f.endswith(".svg"))).read_bytes()
+    for path in (tmp_path / "r" / "report_data").glob("*.csv"):
+        header = path.read_text().splitlines()[0].split(",")
+        assert header[:4] == ["study", "run", "fold", "seed"], path.name
+    # every run-backed row names its run directory
+    budget = numbers["sections"]["budget"]["tables"]["accuracy_vs_budget"]
+    assert all((everything.directory / r["run"] / "config.yaml").is_file() and r["fold"] in (0, 1) for r in budget)
+    for sec in build_sections(ReportData([everything])):
+        for item in sec.figures:
+            assert covered_points(item.figure) == [], (sec.id, item.title)
+
+
+def test_projection_templates_sit_among_their_classes(everything):
+    import numpy as np
+
+    from kdlens.report.sections import ReportData, build_sections
+
+    sec = next(s for s in build_sections(ReportData([everything])) if s.id == "projection")
+    ax = sec.figures[0].figure.axes[0]
+    points = [c for c in ax.collections if len(c.get_offsets()) > 1]
+    stars = [c.get_offsets()[0] for c in ax.collections if len(c.get_offsets()) == 1]
+    means = np.array([np.asarray(c.get_offsets()).mean(0) for c in points])
+    assert len(means) == len(stars) == 3 and ax.get_xlabel() and ax.get_ylabel()
+    for k, star in enumerate(stars):  # each class's star is nearer its own class than any other
+        assert np.linalg.norm(means - star, axis=1).argmin() == k
+
+
 def test_missing_sections_say_not_run_yet(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("name: only\ngroups:\n  teacher: {kind: train, config: {data: {name: digits}, model: {name: baseline_student}, epochs: 1}}\n")
@@ -185,7 +228,8 @@ def test_report_in_headless_chromium(everything, tmp_path):
     marker = re.search(r"KDLENS-CHECK (\{.*?\})</pre>", dom.stdout)
     assert marker, f"no check marker in the DOM; chromium said: {dom.stderr[-2000:]}"
     check = json.loads(marker.group(1).replace("&quot;", '"'))
-    assert check["images"] >= 12 and check["broken"] == [] and check["errors"] == []
+    figures = sum(len(s["figures"]) for s in json.loads((tmp_path / "report.json").read_text())["sections"].values())
+    assert check["images"] == figures >= 12 and check["broken"] == [] and check["errors"] == []
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("ERROR" in line or "error" in line)]
     assert console == []
     shot = tmp_path / "screenshot.png"

@@ -5,11 +5,14 @@
 * :func:`plot_class_area_boxplots` — class-area ratios per layer, one box per model (Fig. 8).
 * :func:`plot_class_density` — one class's KDE and its highest-density region against the
   region of all points (Fig. 7).
-* :func:`plot_ivis_loss` — converged Ivis loss per layer and model (Table 2 as bars).
+* :func:`plot_class_density_panels` — several of those side by side (UD vs D) with one legend.
+* :func:`plot_ivis_loss` — converged Ivis loss per layer and model, mean ± std over folds with
+  each fold's value (Table 2 as a figure).
 * :func:`plot_toy_check` — the Fig. 1 quadrant toy: the plane and each method's re-embedding.
 
-All figures use the Agg canvas directly (no pyplot state) and return the Figure; ``path``
-also saves it (format from the suffix).
+All figures use the Agg canvas directly (no pyplot state, constrained layout, legends outside
+the data) and return the Figure; ``path`` also saves it (format from the suffix).  Draw them
+inside :func:`kdlens.figures.style.paper_style` for print sizes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdlens.errors import KdlensError
+from kdlens.figures.style import COLUMN, PAGE, legend_outside, new_figure
+from kdlens.figures.summary import plot_grouped_values
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "plot_class_area_boxplots",
     "plot_class_density",
+    "plot_class_density_panels",
     "plot_embedding_grid",
     "plot_ivis_loss",
     "plot_toy_check",
@@ -35,12 +41,7 @@ __all__ = [
 
 
 def _figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(width, height)
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
@@ -48,30 +49,6 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, bbox_inches="tight")
     return fig
-
-
-def _per_point_axes(
-    by_model: Mapping[str, Mapping[str, Any]], what: str, inch_per_item: float, margin: float, height: float
-) -> tuple[Figure, Any, list[str], list[str]]:
-    """Figure and axes for one group per extraction point, one item per model; also the models and points."""
-    if not by_model:
-        raise KdlensError(f"no {what} to plot")
-    models = list(by_model)
-    points = list(dict.fromkeys(p for m in models for p in by_model[m]))
-    fig = _figure(inch_per_item * len(points) * max(1, len(models)) + margin, height)
-    return fig, fig.add_subplot(1, 1, 1), models, points
-
-
-def _finish_per_point(fig: Figure, ax: Any, points: list[str], ylabel: str, title: str | None,
-                      path: str | Path | None) -> Figure:
-    ax.set_xticks(range(len(points)))
-    ax.set_xticklabels(points)
-    ax.set_xlabel("extraction point")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(frameon=False)
-    return _save(fig, path)
 
 
 def _class_colors(n: int) -> list[Any]:
@@ -99,15 +76,19 @@ def plot_embedding_grid(
     titles: Mapping[str, Mapping[str, str]] | None = None,
     point_size: float = 3.0,
     path: str | Path | None = None,
+    method: str | None = None,
 ) -> Figure:
     """Grid of 2-D scatter plots: rows = models (e.g. ``{"UD": {...}, "D": {...}}``), columns =
     extraction points (``{"A": n×2, …}``), coloured by ``labels`` (one label array for all, or a
-    mapping model → labels). ``titles[model][point]`` adds e.g. the layer name or a metric."""
+    mapping model → labels). ``titles[model][point]`` adds e.g. the layer name or a metric.
+    The row label (model) sits left of each row, the class legend right of the grid (never on
+    a panel); ``method`` (e.g. ``"ivis"``) labels the first panel's axes (``ivis 1``/``ivis 2``)."""
     if not embeddings:
         raise KdlensError("no embeddings to plot")
     models = list(embeddings)
     points = list(dict.fromkeys(p for m in models for p in embeddings[m]))
-    fig = _figure(2.6 * len(points) + 1.0, 2.6 * len(models))
+    side = min(1.55, (PAGE - 1.3) / len(points))
+    fig = _figure(side * len(points) + 1.3, side * len(models) + 0.35)
     axes = fig.subplots(len(models), len(points), squeeze=False)
     for r, model in enumerate(models):
         lab = np.asarray(labels[model] if isinstance(labels, Mapping) else labels)
@@ -120,25 +101,24 @@ def plot_embedding_grid(
             if emb.ndim != 2 or emb.shape[1] < 2 or emb.shape[0] != lab.shape[0]:
                 raise KdlensError(f"embedding {model}/{point} has shape {emb.shape}; expected ({lab.shape[0]}, 2)")
             _scatter(ax, emb, lab, classes, point_size)
+            ax.set_aspect("equal", adjustable="datalim")
+            for spine in ("top", "right"):
+                ax.spines[spine].set_visible(True)
             title = point if titles is None else titles.get(model, {}).get(point, point)
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize="small")
             if c == 0:
-                ax.set_ylabel(model)
+                ax.set_ylabel(model, fontsize="large", fontweight="bold", rotation=0, ha="right", va="center",
+                              labelpad=6)
     handles, names = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, names, loc="center right", fontsize=7, markerscale=3, frameon=False)
-        fig.subplots_adjust(right=1 - 1.5 / fig.get_figwidth())
+        legend_outside(fig, handles, names, markerscale=max(1.0, 4.0 / max(point_size, 0.5)), title="class",
+                       handletextpad=0.2)
+    if method:
+        fig.supxlabel(f"{method} embedding of each layer's activations (2-D; axes have no units)", fontsize="small")
     return _save(fig, path)
 
 
-def plot_class_area_boxplots(
-    ratios: Mapping[str, Mapping[str, Sequence[float]]],
-    title: str | None = "Class-area ratio per layer",
-    path: str | Path | None = None,
-) -> Figure:
-    """Box plots of class-area ratios: ``ratios[model][point]`` = the per-class ratios (e.g. of all
-    folds); one group per point, one box per model (Lee & Wallraven Fig. 8)."""
-    fig, ax, models, points = _per_point_axes(ratios, "class-area ratios", 1.3, 1.5, 3.6)
+def _box_group(ax: Any, ratios: Mapping[str, Mapping[str, Sequence[float]]], models: list[str], points: list[str]) -> None:
     width = 0.8 / len(models)
     colors = _class_colors(max(len(models), 2))
     for i, model in enumerate(models):
@@ -147,12 +127,49 @@ def plot_class_area_boxplots(
             vals = np.asarray(ratios[model].get(point, []), dtype=float)
             data.append(vals[np.isfinite(vals)])
             pos.append(j + (i - (len(models) - 1) / 2) * width)
-        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=True)
+        bp = ax.boxplot(data, positions=pos, widths=width * 0.85, patch_artist=True, showfliers=True, showmeans=True,
+                        medianprops={"color": "black", "linewidth": 1.6},
+                        meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                                   "markersize": 3.5},
+                        flierprops={"marker": "o", "markersize": 2.5, "markerfacecolor": colors[i],
+                                    "markeredgecolor": "0.2", "markeredgewidth": 0.4},
+                        boxprops={"linewidth": 0.8}, whiskerprops={"linewidth": 0.8}, capprops={"linewidth": 0.8})
         for patch in bp["boxes"]:
             patch.set_facecolor(colors[i])
-            patch.set_alpha(0.7)
-        ax.plot([], [], color=colors[i], lw=6, alpha=0.7, label=model)
-    return _finish_per_point(fig, ax, points, "class area / area of all points", title, path)
+            patch.set_alpha(0.55)
+        ax.plot([], [], color=colors[i], lw=6, alpha=0.55, label=model)
+
+
+def plot_class_area_boxplots(
+    ratios: Mapping[str, Mapping[str, Sequence[float]]],
+    title: str | None = "Class-area ratio per layer",
+    path: str | Path | None = None,
+) -> Figure:
+    """Box plots of class-area ratios: ``ratios[model][point]`` = the per-class ratios (e.g. of all
+    folds); one group per point, one box per model (Lee & Wallraven Fig. 8).  The median is a
+    black line, the mean (the report table's number) a white diamond."""
+    from matplotlib.lines import Line2D
+
+    if not ratios:
+        raise KdlensError("no class-area ratios to plot")
+    models = list(ratios)
+    points = list(dict.fromkeys(p for m in models for p in ratios[m]))
+    fig = _figure(min(PAGE, 1.9 + 0.75 * len(points) * max(1, len(models))), 2.5)
+    ax = fig.add_subplot(1, 1, 1)
+    _box_group(ax, ratios, models, points)
+    ax.set_xticks(range(len(points)), points)
+    ax.set_xlim(-0.6, len(points) - 0.4)
+    ax.set_xlabel("extraction point")
+    ax.set_ylabel("class area / area of all points")
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    handles, names = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="black", lw=1.6),
+                Line2D([], [], ls="none", marker="D", mfc="white", mec="black", ms=3.5)]
+    names += ["median", "mean"]
+    legend_outside(ax, handles, names)
+    return _save(fig, path)
 
 
 def plot_class_density(
@@ -160,9 +177,14 @@ def plot_class_density(
     density: Any,
     class_name: str | None = None,
     path: str | Path | None = None,
+    ax: Any = None,
+    labels: Any = None,
+    legend: bool = True,
 ) -> Figure:
-    """One class's KDE in an embedding (Fig. 7): all points in grey, the density image of the
-    class, its HDR contour (solid) and the HDR of all points (dashed), the ratio in the title.
+    """One class's KDE in an embedding (Fig. 7): all points in grey, the density of the class
+    (filled contours), its highest-density region (solid red) and the same-mass region of all
+    points (dashed black); the title names the class and gives the area ratio.  ``labels``
+    (per point) marks the class's own points; ``ax`` draws into an existing axes.
 
     ``density``: a ``ClassDensity`` (``kdlens.explain.embed.class_density``), read by its fields
     ``cls``, ``mass``, ``xs``, ``ys``, ``density``, ``region``, ``all_region``, ``ratio``.
@@ -170,19 +192,72 @@ def plot_class_density(
     y = np.asarray(embedding, dtype=float)
     if y.ndim != 2 or y.shape[1] != 2:
         raise KdlensError(f"plot_class_density needs a 2-D embedding (n × 2); got shape {y.shape}")
-    d_cls, xs, ys = np.asarray(density.density), np.asarray(density.xs), np.asarray(density.ys)
-    fig = _figure(4.6, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    extent = (xs[0], xs[-1], ys[0], ys[-1])
-    ax.scatter(y[:, 0], y[:, 1], s=1, color="0.75", linewidths=0)
-    ax.imshow(np.ma.masked_where(d_cls <= 0, d_cls), origin="lower", extent=extent, aspect="auto", cmap="magma_r", alpha=0.75)
-    ax.contour(xs, ys, np.asarray(density.region, dtype=float), levels=[0.5], colors="C3", linewidths=1.5)
-    ax.contour(xs, ys, np.asarray(density.all_region, dtype=float), levels=[0.5], colors="k", linewidths=1,
-               linestyles="--")
+    d_cls, xs, ys = np.asarray(density.density, dtype=float), np.asarray(density.xs), np.asarray(density.ys)
+    if ax is None:
+        fig = _figure(COLUMN, COLUMN + (0.55 if legend else 0.0))
+        ax = fig.add_subplot(1, 1, 1)
+    fig = ax.figure
     name = class_name if class_name is not None else f"class {density.cls}"
-    ax.set_title(f"{name}: {int(density.mass * 100)}% region, area ratio {density.ratio:.3f}", fontsize=9)
+    top = float(d_cls.max()) if d_cls.size and np.isfinite(d_cls).any() else 0.0
+    if top > 0:
+        ax.contourf(xs, ys, d_cls, levels=np.linspace(top * 0.05, top, 8), cmap="Purples", alpha=0.75, zorder=1)
+    own = None if labels is None else np.asarray(labels) == density.cls
+    rest = y if own is None else y[~own]
+    ax.scatter(rest[:, 0], rest[:, 1], s=2, color="0.72", linewidths=0, zorder=2)
+    if own is not None:
+        ax.scatter(y[own, 0], y[own, 1], s=3, color="#3f007d", linewidths=0, zorder=3)
+    ax.contour(xs, ys, np.asarray(density.region, dtype=float), levels=[0.5], colors="#d62728", linewidths=1.4,
+               zorder=4)
+    ax.contour(xs, ys, np.asarray(density.all_region, dtype=float), levels=[0.5], colors="black", linewidths=1.0,
+               linestyles="--", zorder=4)
+    pct = int(round(density.mass * 100))
+    ax.set_title(f"{name}\n{pct} % region: area ratio {density.ratio:.3f}")
     ax.set_xticks([])
     ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+    ax.set_aspect("equal", adjustable="datalim")
+    if legend:
+        legend_outside(fig, *_density_legend(pct, name if own is not None else None), where="below")
+    return _save(fig, path)
+
+
+def _density_legend(pct: int, own: str | None) -> tuple[list[Any], list[str]]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="#9e9ac8", alpha=0.75), Line2D([], [], color="#d62728", lw=1.4),
+               Line2D([], [], color="black", lw=1.0, ls="--"),
+               Line2D([], [], ls="none", marker="o", color="0.72", ms=2.5)]
+    names = ["class density (KDE)", f"{pct} % region of the class", f"{pct} % region of all points", "all points"]
+    if own is not None:
+        handles.append(Line2D([], [], ls="none", marker="o", color="#3f007d", ms=2.5))
+        names[-1] = "other classes' points"
+        names.append("the class's points")
+    return handles, names
+
+
+def plot_class_density_panels(
+    panels: Mapping[str, tuple[Any, Any]],
+    labels: Any = None,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Several :func:`plot_class_density` panels side by side (e.g. UD and D at one point):
+    ``panels[panel title] = (embedding, density)``, one legend below them all."""
+    if not panels:
+        raise KdlensError("no densities to plot")
+    n = len(panels)
+    side = min(COLUMN, (PAGE - 0.2) / n)
+    fig = _figure(side * n, side + 0.75)
+    pct = 90
+    for i, (name, (emb, dens)) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, n, i + 1)
+        plot_class_density(emb, dens, class_name=name, ax=ax, labels=labels, legend=False)
+        pct = int(round(dens.mass * 100))
+    legend_outside(fig, *_density_legend(pct, "class" if labels is not None else None), where="below")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 
@@ -191,23 +266,15 @@ def plot_ivis_loss(
     title: str | None = "Converged Ivis loss",
     path: str | Path | None = None,
 ) -> Figure:
-    """Bars of the converged Ivis loss per point (x) and model (colour); a sequence of values
-    (folds) is drawn as its mean with a min–max error bar. Lee & Wallraven Table 2 as a figure."""
-    fig, ax, models, points = _per_point_axes(losses, "Ivis losses", 1.0, 2.0, 3.4)
-    width = 0.8 / len(models)
-    colors = _class_colors(max(len(models), 2))
-    for i, model in enumerate(models):
-        xs, means, lo, hi = [], [], [], []
-        for j, point in enumerate(points):
-            if point not in losses[model]:
-                continue
-            vals = np.atleast_1d(np.asarray(losses[model][point], dtype=float))
-            xs.append(j + (i - (len(models) - 1) / 2) * width)
-            means.append(vals.mean())
-            lo.append(vals.mean() - vals.min())
-            hi.append(vals.max() - vals.mean())
-        ax.bar(xs, means, width=width * 0.9, color=colors[i], label=model, yerr=[lo, hi], capsize=2)
-    return _finish_per_point(fig, ax, points, "Ivis loss (best epoch)", title, path)
+    """The converged Ivis loss per point (x) and model (colour); a sequence of values (folds)
+    is drawn as its mean ± sample std with every fold's value as an open circle (the numbers
+    of the report's table; Lee & Wallraven Table 2 as a figure).  Dots, not bars: the losses
+    differ by a few percent, which bars from 0 would hide."""
+    if not losses:
+        raise KdlensError("no Ivis losses to plot")
+    fig = plot_grouped_values(losses, kind="dot", xlabel="extraction point", ylabel="converged Ivis loss",
+                              title=title)
+    return _save(fig, path)
 
 
 def plot_toy_check(results: Mapping[str, Any], xy: Any, quadrant: Any, path: str | Path | None = None) -> Figure:

@@ -3,8 +3,10 @@ as CSV and JSON.
 
 The HTML has no external reference at all: PNG figures are inlined as base64 ``data:`` URIs,
 the style sheet is inline, there is no script.  Next to it, ``report_data/SECTION__TABLE.csv``
-holds each table's raw numbers (tidy rows) and ``report.json`` all of them plus the task
-status of every study.
+holds each table's raw numbers (tidy rows, each with the run, fold and seed it came from),
+``report_figures/SECTION__FIGURE.{png,svg,pdf}`` every figure in the formats asked for
+(``formats``; SVG and PDF keep their text as text, for papers) and ``report.json`` all the
+numbers plus the figure files and the task status of every study.
 
 Targets: a study directory (holds ``study.json``), a study YAML (with ``scale``), or a folder
 whose sub-folders (up to two levels down) are study directories — e.g. ``runs/demo``.
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kdlens.errors import KdlensError
+from kdlens.figures.style import parse_formats
+from kdlens.report.figure_files import FIGURE_DIR, write_figures
 from kdlens.report.sections import PAPERS, ReportData, Section, build_sections
 from kdlens.store import atomic_write_text
 from kdlens.studies.grid import Study, open_study, status_rows
@@ -39,7 +43,7 @@ th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowr
 th{background:#f0f3f6}td:first-child,th:first-child{text-align:left}
 p.tabletitle{font-size:13px;color:#57606a;margin:10px 0 2px}
 figure{margin:10px 0 20px}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
-figcaption{font-size:13px;color:#57606a}
+figcaption{font-size:13px;color:#57606a}span.files{font-size:12px;color:#8c959f}
 nav ul{columns:2;font-size:14px}td.failed{color:#cf222e}td.done{color:#1a7f37}td.blocked{color:#9a6700}
 details{margin:8px 0}summary{cursor:pointer;color:#0969da}
 """
@@ -83,6 +87,12 @@ def _table(table: Any) -> str:
     return "\n".join(out)
 
 
+def _figure_html(sec: Section, fig: Any) -> str:
+    names = ", ".join(Path(f).name for f in fig.files)
+    also = f' <span class="files">({html.escape(FIGURE_DIR)}/: {html.escape(names)})</span>' if names else ""
+    return f"<figure>{_img(fig.png, fig.title)}<figcaption>{html.escape(fig.title)}{also}</figcaption></figure>"
+
+
 def _section_html(sec: Section) -> str:
     parts = [f'<section id="{sec.id}"><h3>{html.escape(sec.title)}</h3>',
              f'<p class="caption">{html.escape(sec.caption)}</p>']
@@ -91,7 +101,7 @@ def _section_html(sec: Section) -> str:
     for table in sec.tables:
         parts.append(_table(table))
     for fig in sec.figures:
-        parts.append(f"<figure>{_img(fig.png, fig.title)}<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+        parts.append(_figure_html(sec, fig))
     for note in sec.notes:
         parts.append(f'<p class="note">{html.escape(note)}</p>')
     parts.append("</section>")
@@ -127,7 +137,8 @@ def render(studies: Sequence[Study], sections: Sequence[Section], title: str = "
                         for s in studies) + "</p>"]
     filled = sum(1 for s in sections if s.filled)
     body.append(f'<p class="meta">{filled} of {len(sections)} sections filled; every number is also in '
-                "<code>report.json</code> and <code>report_data/*.csv</code> next to this file.</p>")
+                "<code>report.json</code> and <code>report_data/*.csv</code> (with the run, fold and seed of each) "
+                f"next to this file, every figure in <code>{FIGURE_DIR}/</code>.</p>")
     body.append("<nav><ul>" + "".join(
         f'<li><a href="#{s.id}">{html.escape(PAPERS[s.paper][0])}: {html.escape(s.title)}</a>'
         f"{'' if s.filled else ' (not run yet)'}</li>" for s in sections) + "</ul></nav>")
@@ -144,25 +155,39 @@ def render(studies: Sequence[Study], sections: Sequence[Section], title: str = "
 
 def write_report(
     targets: Sequence[str | Path], out: str | Path | None = None, scale: str | None = None,
-    title: str = "kdlens report",
+    title: str = "kdlens report", formats: str | Sequence[str] = ("png",),
 ) -> Path:
     """Build the report for ``targets``; returns the path of the HTML file.
 
     ``out``: the HTML path (default: ``report.html`` in the study directory, or in the folder
-    of studies given).
+    of studies given).  ``formats``: the files of every figure in ``report_figures/`` (any of
+    png, svg, pdf; e.g. ``"png,svg,pdf"``).
     """
+    formats = parse_formats(formats)  # a wrong format fails before any work
     studies = find_studies(targets, scale)
     if out is None:
         first = Path(targets[0])
         base = studies[0].directory if len(studies) == 1 else (first if first.is_dir() else first.parent)
         out = base / "report.html"
+    return write_report_of(ReportData(studies), out, title, formats)
+
+
+def write_report_of(data: ReportData, out: str | Path, title: str = "kdlens report",
+                    formats: str | Sequence[str] = ("png",)) -> Path:
+    """The report of the studies in ``data`` (see :func:`write_report`) at ``out``."""
+    formats = parse_formats(formats)
+    studies = data.studies
     out = Path(out)
-    sections = build_sections(ReportData(studies))
+    sections = build_sections(data)
+    write_figures(sections, out.parent / FIGURE_DIR, formats)
     data_dir = out.parent / "report_data"
     numbers: dict[str, Any] = {"sections": {}, "studies": {}}
     for sec in sections:
         numbers["sections"][sec.id] = {"title": sec.title, "paper": sec.paper, "missing": sec.missing,
-                                       "tables": {t.name: t.numbers for t in sec.tables}}
+                                       "tables": {t.name: t.numbers for t in sec.tables},
+                                       "figures": [{"title": f.title, "files": [f"{FIGURE_DIR}/{Path(p).name}"
+                                                                                for p in f.files]}
+                                                   for f in sec.figures]}
         for t in sec.tables:
             if t.numbers:
                 _write_csv(data_dir / f"{sec.id}__{t.name}.csv", t.numbers)

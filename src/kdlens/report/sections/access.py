@@ -1,28 +1,34 @@
 """Access to the studies a report covers: :class:`ReportData` (finished tasks by paper, kind
-and group, report options) and the small helpers the section functions share — reading a
-step's PNG / JSON / CSV files, parsing numbers and labels, marking a section not run, and a
-new Agg figure for the plots drawn here.
+and group, report options, and where each number came from: run, fold and seed) and the small
+readers the section functions share — a step's JSON / CSV files, numbers and labels, marking a
+section not run.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdlens.report.sections.content import PAPERS, FigureItem, Section
+from kdlens.report.sections.content import Section
+from kdlens.report.sections.papers import PAPER_KINDS, not_run_message
 from kdlens.studies.grid import Study, TaskState, task_states
+
+NO_RUN = {"run": None, "fold": None, "seed": None}
 
 
 class ReportData:
-    """The studies a report covers, with their task states; lookups by kind and group."""
+    """The studies a report covers, with their task states; lookups by kind and group, and the
+    run / fold / seed of every run directory.  ``states`` (study directory → task states)
+    replaces the recorded ones (tests build a study result this way)."""
 
-    def __init__(self, studies: Sequence[Study]) -> None:
+    def __init__(self, studies: Sequence[Study], states: Mapping[Path, list[TaskState]] | None = None) -> None:
         self.studies = list(studies)
-        self.states = {s.directory: task_states(s) for s in self.studies}
+        self.states = {s.directory: (list(states[s.directory]) if states and s.directory in states else task_states(s))
+                       for s in self.studies}
+        self._configs: dict[str, dict[str, Any]] = {}
 
     def for_paper(self, paper: str) -> list[Study]:
         kinds = PAPER_KINDS[paper]
@@ -38,43 +44,81 @@ class ReportData:
     def option(self, study: Study, key: str, default: Any) -> Any:
         return (study.spec.report or {}).get(key, default)
 
+    def state(self, study: Study, task_id: str) -> TaskState | None:
+        return next((st for st in self.states[study.directory] if st.task.id == task_id), None)
 
-PAPER_KINDS = {
-    "softlabel": {"softlabel-entropy", "missing-class", "transfer-set", "projection"},
-    "hints": {"hint-search"},
-    "embedding": {"embedding", "limited-label"},
-}
+    # -- where numbers come from --------------------------------------------------------------
+
+    def run_config(self, path: str | Path | None) -> dict[str, Any]:
+        """The resolved ``config.yaml`` of a run directory ({} when there is none)."""
+        if path is None:
+            return {}
+        key = str(path)
+        if key not in self._configs:
+            import yaml
+
+            try:
+                self._configs[key] = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+            except (OSError, ValueError, yaml.YAMLError):
+                self._configs[key] = {}
+        return self._configs[key]
+
+    def run_info(self, path: str | Path | None) -> dict[str, Any]:
+        """``{"run": directory name, "fold": data.fold (when the data is split in folds), "seed"}``."""
+        if path is None:
+            return dict(NO_RUN)
+        config = self.run_config(path)
+        data = config.get("data") or {}
+        fold = data.get("fold") if data.get("n_folds") else None
+        return {"run": Path(path).name, "fold": fold, "seed": config.get("seed")}
+
+    def task_info(self, study: Study, st: TaskState) -> dict[str, Any]:
+        """:meth:`run_info` of a run task; of a step, that of the one run it needs (else empty)."""
+        if st.task.is_run:
+            return self.run_info(st.path)
+        runs = self.needed_runs(study, st)
+        return self.run_info(runs[0].path) if len(runs) == 1 else dict(NO_RUN)
+
+    def needed_runs(self, study: Study, st: TaskState, groups: Sequence[str] | str | None = None) -> list[TaskState]:
+        """The finished run tasks step ``st`` needs (of ``groups`` when given), in its needs order."""
+        groups = [groups] if isinstance(groups, str) else groups
+        out = []
+        for task_id in st.task.needs:
+            dep = self.state(study, task_id)
+            if dep is not None and dep.task.is_run and dep.path and (groups is None or dep.task.group in groups):
+                out.append(dep)
+        return out
+
+    def named_run(self, study: Study, name: str) -> Path | None:
+        """The run directory in the study directory whose config is named ``name`` (runs a step
+        trains itself, e.g. ``ud-b100-f0`` of the limited-label step)."""
+        for path in sorted(study.directory.glob(f"{name}-*")):
+            if (path / "config.yaml").is_file() and self.run_config(path).get("name") == name:
+                return path
+        return None
+
+    def model_card(self, path: str | Path | None) -> dict[str, Any]:
+        """A run's ``model.json`` (classes, input shape; {} when absent)."""
+        return read_json(Path(path) / "model.json") or {} if path else {}
 
 
-def _png(path: Path) -> bytes | None:
+def read_png(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def _add_png(sec: Section, path: Path, title: str) -> None:
-    """Adds a step's PNG file as a figure, when the step wrote it."""
-    png = _png(path)
-    if png:
-        sec.figures.append(FigureItem(png, title))
-
-
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _fig_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
-    return buf.getvalue()
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
-def _num(v: Any) -> float | None:
+def num(v: Any) -> float | None:
+    """A float, or ``None`` for an empty / non-numeric / NaN cell."""
     try:
         x = float(v)
     except (TypeError, ValueError):
@@ -82,31 +126,21 @@ def _num(v: Any) -> float | None:
     return x if x == x else None
 
 
-def _label(levels: dict[str, Any], skip: Sequence[str] = ()) -> str:
+def level_label(levels: dict[str, Any], skip: Sequence[str] = ()) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in levels.items() if k not in skip) or "—"
 
 
-def _not_run(sec: Section, paper: str, what: str) -> None:
-    sec.missing = f"not run yet: {what} (run `kdlens study run {PAPERS[paper][2]}`)"
+def mark_not_run(sec: Section, paper: str, what: str) -> None:
+    sec.missing = not_run_message(paper, what)
 
 
-def _finished_steps(data: ReportData, sec: Section, paper: str, kind: str, what: str) -> list[tuple[Study, TaskState]]:
+def finished_steps(data: ReportData, sec: Section, paper: str, kind: str, what: str) -> list[tuple[Study, TaskState]]:
     """The paper's finished steps of one kind; with none, marks the section not run."""
     steps = data.steps(paper, kind)
     if not steps:
-        _not_run(sec, paper, f"no {what} step has finished")
+        mark_not_run(sec, paper, f"no {what} step has finished")
     return steps
 
 
-def _final_accs(states: Sequence[TaskState]) -> list[float]:
+def final_accs(states: Sequence[TaskState]) -> list[float]:
     return [v for v in (st.metrics.get("final_acc") for st in states) if v is not None]
-
-
-def _axes(width: float, height: float) -> tuple[Any, Any]:
-    """A new figure (Agg canvas, 90 dpi) with one axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=90)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
