@@ -67,7 +67,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     proc.wait()
     assert metrics is not None, "run never reached epoch 2"
     assert len(metrics.read_text().splitlines()) < 6, "run finished before it was killed"
-    assert RunIndex(runs).list("running"), "killed run should still be marked running"
+    assert RunIndex(runs).list("interrupted"), "killed run should read interrupted (its process is gone)"
     resumed = CliRunner().invoke(app, ["train", *args, "--name", "killed", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     ref_dir = next(runs.glob("ref-*"))

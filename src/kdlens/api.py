@@ -151,7 +151,7 @@ def _model_section(model: Any, role: str) -> tuple[dict[str, Any], nn.Module | N
         return {"name": object_reference(model)}, model
     if isinstance(model, (str, Path)):
         path = Path(model)
-        if path.is_dir() and RunDir(path).config_path.exists():
+        if (path / "config.yaml").is_file():  # a run directory
             cfg = RunDir(path).read_config()
             return {"name": cfg["model"]["name"], "kwargs": cfg["model"].get("kwargs", {}), "init": str(path)}, None
         return {"name": str(model)}, None
@@ -179,9 +179,13 @@ def train(
     out: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    restart: bool = False,
     **overrides: Any,
 ) -> RunResult:
-    """Supervised training of ``model`` on ``train``, evaluated on ``test`` (see the module docstring)."""
+    """Supervised training of ``model`` on ``train``, evaluated on ``test`` (see the module docstring).
+
+    A run with a checkpoint (an interrupted call) continues with ``resume=True`` and is
+    discarded with ``restart=True``; with neither it is a :class:`KdlensError`."""
     from kdlens.train.run import run_training
 
     settings = _settings(overrides)
@@ -189,7 +193,8 @@ def train(
     model_cfg, instance = _model_section(model, "model")
     cfg = validate(TrainConfig, _merge({"model": model_cfg, "data": data_cfg, "epochs": epochs,
                                         "out": str(out or "runs")}, settings), "kdlens.train arguments")
-    outcome = run_training(cfg, resume=resume, progress=progress, model=instance, pair=pair)
+    outcome = run_training(cfg, resume=resume, progress=progress, restart=restart, resume_strict=True,
+                           model=instance, pair=pair)
     return RunResult(outcome.path, outcome.run_id, outcome.metrics, _history(outcome.path),
                      _trained(instance, outcome.path), outcome.skipped)
 
@@ -206,9 +211,11 @@ def distill(
     out: str | Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    restart: bool = False,
     **overrides: Any,
 ) -> RunResult:
     """Distill ``student`` from ``teacher`` on ``train`` with ``method`` (``kd``, ``at+kd``, …).
+    ``resume`` / ``restart``: as for :func:`train`.
 
     ``hints``: teacher layers for hint losses, by module name (``["layer2", "layer3"]``, any
     model), 1-based sub-block index, ``"conventional"`` or ``"auto"`` (PURSUhInT search);
@@ -240,7 +247,7 @@ def distill(
     from kdlens.explain.hint_search import auto_hint_layers
 
     outcome = run_distillation(cfg, resume=resume, progress=progress, hint_search=auto_hint_layers,
-                               student=instance, teacher=loaded, pair=pair)
+                               restart=restart, resume_strict=True, student=instance, teacher=loaded, pair=pair)
     return RunResult(outcome.path, outcome.run_id, outcome.metrics, _history(outcome.path),
                      _trained(instance, outcome.path), outcome.skipped)
 

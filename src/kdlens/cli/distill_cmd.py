@@ -40,7 +40,10 @@ def distill(
     log: list[str] = typer.Option(None, "--log", help="also log to: tensorboard | mlflow (repeatable)"),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default sqlite:///OUT/mlflow.db)"),
     num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers of the streamed data path"),
-    resume: bool = typer.Option(False, "--resume"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its checkpoint"),
+    restart: bool = typer.Option(False, "--restart", help="discard the run's checkpoints (and result) and train it anew"),
+    resume_from: str = typer.Option("last", "--from", metavar="last|previous|best",
+                                    help="with --resume: the checkpoint to continue from (implies --resume)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Distill a student from a trained teacher."""
@@ -61,7 +64,8 @@ def distill(
     cfg = load_config(DistillConfig, path, flags + overrides)
     from kdlens.explain.hint_search import auto_hint_layers
 
-    outcome = run_distillation(cfg, resume=resume, progress=not quiet, hint_search=auto_hint_layers)
+    outcome = run_distillation(cfg, resume=resume, progress=not quiet, hint_search=auto_hint_layers,
+                               restart=restart, resume_from=resume_from, resume_strict=True)
     typer.echo(outcome.summary())
 
 

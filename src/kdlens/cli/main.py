@@ -38,10 +38,15 @@ app.command()(profile)
 @user_errors_exit_2
 def runs(
     out: str = typer.Option("runs", help="run store directory"),
-    status: str = typer.Option(None, help="running | done | failed"),
+    status: str = typer.Option(None, help="running | interrupted (its process is gone) | done | failed"),
 ) -> None:
-    """List the runs of a run store."""
+    """List the runs of a run store; a run whose process is gone (killed) shows `interrupted`."""
+    from kdlens.errors import unknown_name
     from kdlens.store import RunIndex
+    from kdlens.store.index import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise unknown_name("status", status, STATUSES)
 
     table = Table("id", "kind", "status", "final acc", "top-5", "best acc", "top-5 at best", "reason")
     for rec in RunIndex(out).list(status):

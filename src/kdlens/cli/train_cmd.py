@@ -72,7 +72,10 @@ def train(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default sqlite:///OUT/mlflow.db)"),
     num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers of the streamed data path"),
     stream: str = typer.Option(None, help="folder data: auto | on | off (in memory)"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its checkpoint"),
+    restart: bool = typer.Option(False, "--restart", help="discard the run's checkpoints (and result) and train it anew"),
+    resume_from: str = typer.Option("last", "--from", metavar="last|previous|best",
+                                    help="with --resume: the checkpoint to continue from (implies --resume)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ddp: int = typer.Option(None, "--ddp", metavar="N", help="train data-parallel on N processes of this "
                             "machine (torchrun; gloo on CPU, NCCL on GPU); batch_size stays the global batch"),
@@ -89,10 +92,14 @@ def train(
     )
     cfg = load_config(TrainConfig, path, flags + overrides)
     if ddp is not None or "WORLD_SIZE" in os.environ:
+        if restart or resume_from != "last":
+            raise KdlensError("--restart and --from are not available with --ddp / torchrun yet: run them "
+                              "once without --ddp, or delete the run directory to start anew")
         args = [str(path)] if path else []
         _data_parallel(cfg, ddp, args + flags + overrides, resume, quiet)
         return
-    outcome = run_training(cfg, resume=resume, progress=not quiet)
+    outcome = run_training(cfg, resume=resume, progress=not quiet, restart=restart, resume_from=resume_from,
+                           resume_strict=True)
     typer.echo(outcome.summary())
 
 
@@ -115,7 +122,11 @@ def _data_parallel(cfg: TrainConfig, nproc: int | None, config_args: list[str], 
     if nproc < 1:
         raise KdlensError(f"--ddp N needs N ≥ 1 processes; got {nproc}")
     check_data_parallel(cfg, nproc, per_node=nproc)
-    prepare_data(cfg.data)  # a missing dataset or a bad budget fails here, before any process starts
+    data = prepare_data(cfg.data)  # a missing dataset or a bad budget fails here, before any process starts
+    if not resume:  # decided here: a refusal inside the job would leave the other processes waiting
+        from kdlens.train.run import refuse_rerun_without_resume
+
+        refuse_rerun_without_resume(cfg, data)
     flags = ["--resume"] * resume + ["--quiet"] * quiet
     code = launch_local(nproc, "kdlens.cli", ["train", *config_args, *flags])
     if code:

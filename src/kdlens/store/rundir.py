@@ -6,7 +6,9 @@ Layout::
     RUN/versions.json      Python / torch / kdlens versions, git revision
     RUN/splits/NAME.npy    index arrays of every data split used
     RUN/metrics.jsonl      one JSON object per epoch
-    RUN/checkpoints/last.pt, best.pt
+    RUN/checkpoints/last.pt       the newest training state (model, optimizer, scheduler, RNG, epoch)
+    RUN/checkpoints/previous.pt   the one before it, kept when last.pt is replaced
+    RUN/checkpoints/best.pt       the training state of the best-scoring epoch
     RUN/result.json        final metrics, written last (the completion marker)
 """
 
@@ -17,14 +19,22 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from kdlens.store.atomic import atomic_write_bytes, atomic_write_text, raise_if_disk_full
+from kdlens.store.atomic import (
+    atomic_keep_copy,
+    atomic_write_bytes,
+    atomic_write_text,
+    raise_if_disk_full,
+    torch_bytes,
+)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -64,6 +74,13 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        #: called by :meth:`heartbeat` (set by whoever records the run in the store)
+        self.on_heartbeat: Callable[[bool], None] | None = None
+
+    def heartbeat(self, force: bool = False) -> None:
+        """A sign of life of the process training this run (rate-limited unless ``force``)."""
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(force)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -74,8 +91,42 @@ class RunDir:
         return self.checkpoint_dir / "last.pt"
 
     @property
+    def previous_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "previous.pt"
+
+    @property
     def best_checkpoint(self) -> Path:
         return self.checkpoint_dir / "best.pt"
+
+    def checkpoint(self, which: str) -> Path:
+        """``last``, ``previous`` or ``best``."""
+        return self.checkpoint_dir / f"{which}.pt"
+
+    def save_checkpoint(self, state: dict[str, Any], is_best: bool = False) -> None:
+        """Write ``state`` as ``last.pt``; the ``last.pt`` it replaces stays as ``previous.pt``
+        and, when ``is_best``, ``best.pt`` becomes the new one (hard links where the file
+        system has them: no second write).  ``last.pt`` is valid at every moment: a kill or a
+        full disk while writing leaves the previous one in place."""
+        data = torch_bytes(state)
+        if self.last_checkpoint.exists():
+            atomic_keep_copy(self.last_checkpoint, self.previous_checkpoint)
+        atomic_write_bytes(self.last_checkpoint, data)
+        if is_best:
+            atomic_keep_copy(self.last_checkpoint, self.best_checkpoint)
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every checkpoint of this run, nested phases (a distillation's ``pretrain/``) included."""
+        return sorted(p for p in self.path.glob("**/checkpoints/*.pt") if p.is_file())
+
+    def discard_progress(self) -> None:
+        """Remove what training wrote — checkpoints, metrics, result, error, TensorBoard events,
+        nested phases — keeping config, versions and splits (``--restart``)."""
+        for sub in sorted(self.path.iterdir()) if self.path.is_dir() else []:
+            nested = sub.is_dir() and ((sub / "checkpoints").exists() or (sub / "metrics.jsonl").exists())
+            if sub.name in ("checkpoints", "tensorboard") or nested:
+                shutil.rmtree(sub)
+        for name in ("metrics.jsonl", "result.json", "error.txt"):
+            (self.path / name).unlink(missing_ok=True)
 
     @property
     def metrics_path(self) -> Path:

@@ -58,6 +58,9 @@ def run_distillation(
     progress: bool = True,
     hint_search=None,
     *,
+    restart: bool = False,
+    resume_from: str = "last",
+    resume_strict: bool = False,
     student: nn.Module | None = None,
     teacher: LoadedTeacher | None = None,
     pair: DataPair | None = None,
@@ -65,7 +68,9 @@ def run_distillation(
     """Distill ``cfg.model`` from ``cfg.teacher``; ``hint_search`` resolves ``hints: auto``.
 
     ``student`` (an ``nn.Module``), ``teacher`` (a loaded, frozen teacher) and ``pair``
-    (resolved data) replace what the config names: the Python API's path for user objects."""
+    (resolved data) replace what the config names: the Python API's path for user objects.
+    ``resume``, ``restart``, ``resume_from``, ``resume_strict``: see :func:`kdlens.train.run.execute_run`."""
+    resume = resume or resume_from != "last"
     data = prepare_data(cfg.data, pair, log=progress)
     device = resolve_device(cfg.device)
     if teacher is None:
@@ -130,6 +135,7 @@ def run_distillation(
             epochs = cfg.pretrain_epochs if cfg.pretrain_epochs is not None else max(1, cfg.epochs // 4)
             if epochs:
                 pre_dir = RunDir(run_dir.path / "pretrain")
+                pre_dir.on_heartbeat = run_dir.on_heartbeat
                 Trainer(
                     student, HintPretrainLoop(source, teacher_outputs, objective, s_layers),
                     OptimConfig(**{**cfg.optim.model_dump(), "schedule": "constant"}), epochs,
@@ -156,7 +162,8 @@ def run_distillation(
 
     default = "-".join([cfg.method.replace("+", "_"), short_name(teacher.name), short_name(cfg.model.name),
                         short_name(cfg.data.name)])
-    return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body)
+    return execute_run("distill", identity, cfg.model_dump(), cfg.out, cfg.name or default, resume, body,
+                       restart=restart, resume_from=resume_from, resume_strict=resume_strict)
 
 
 #: samples read into memory for ``hints: auto`` on streamed data (PURSUhInT used 1,000–10,000)

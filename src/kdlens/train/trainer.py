@@ -19,7 +19,7 @@ from torch import nn
 
 from kdlens.config import OptimConfig
 from kdlens.errors import KdlensError, TrainingDivergedError
-from kdlens.store import RunDir, atomic_torch_save, safe_torch_load
+from kdlens.store import RunDir, safe_torch_load
 from kdlens.train.accuracy import top_k_for, topk_correct
 from kdlens.train.evaluate import EvalSet, autocast_context, evaluate
 from kdlens.train.loop import Loop
@@ -129,6 +129,7 @@ class Trainer:
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {
             "epoch": epoch,
+            "epochs": self.epochs,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -154,7 +155,9 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
 
     def resume(self) -> bool:
-        """Load ``last.pt`` of the run directory; False when there is none."""
+        """Load ``last.pt`` of the run directory; False when there is none.  (Which checkpoint
+        to resume from, and whether it loads, is decided before training by
+        :func:`kdlens.train.run.execute_run`.)"""
         if self.run_dir is None:
             return False
         if not self.run_dir.last_checkpoint.exists():
@@ -166,12 +169,15 @@ class Trainer:
         return True
 
     def _save(self, epoch: int, is_best: bool) -> None:
+        """``last.pt`` ← the state after ``epoch``; the one it replaces stays as ``previous.pt``;
+        ``best.pt`` is the whole state too (so a run can resume from it)."""
         if self.run_dir is None:
             return
-        state = self.state_dict(epoch)
-        atomic_torch_save(state, self.run_dir.last_checkpoint)
-        if is_best:
-            atomic_torch_save({"epoch": epoch, "model": state["model"]}, self.run_dir.best_checkpoint)
+        self.run_dir.save_checkpoint(self.state_dict(epoch), is_best)
+
+    def _heartbeat(self, force: bool = False) -> None:
+        if self.run_dir is not None:
+            self.run_dir.heartbeat(force)
 
     # -- training ----------------------------------------------------------------
     def _train_epoch(self, epoch: int, bar: TrainingProgress) -> dict[str, float]:
@@ -197,6 +203,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
+            self._heartbeat()  # rate-limited: at most every HEARTBEAT_EVERY_S
             steps += 1
             n_seen += batch.x.shape[0]
             last = {key: as_float(value) for key, value in out.parts.items()}
@@ -246,6 +253,7 @@ class Trainer:
         if resume and self.resume() and self.trackers is not None:
             self.trackers.resumed(self.start_epoch, self.start_epoch * self.loop.num_batches())
         history = self.run_dir.read_metrics() if self.run_dir and resume else []
+        self._heartbeat(force=True)
         total_steps = self.epochs * self.loop.num_batches()
         with TrainingProgress(self.description, total_steps, self.progress) as bar:
             bar.update(self.start_epoch * self.loop.num_batches())
@@ -276,6 +284,7 @@ class Trainer:
                     self.trackers.log_metrics(
                         {k: v for k, v in numeric_entries(row).items() if k != "epoch"}, epoch + 1, "epoch")
                 self._save(epoch + 1, is_best)
+                self._heartbeat(force=True)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(row)
         last_eval = [r for r in history if "test_acc" in r]
