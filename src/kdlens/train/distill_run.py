@@ -24,7 +24,7 @@ from kdlens.train.hint_layers import match_student_layers, resolve_layers
 from kdlens.train.model_setup import check_output_classes
 from kdlens.train.run import RunOutcome, build_student, execute_run, run_identity, save_model_card, short_name
 from kdlens.train.run_trackers import run_trackers
-from kdlens.train.teacher import LoadedTeacher, load_teacher
+from kdlens.train.teacher import LoadedTeacher, align_with_teacher_data, load_teacher
 from kdlens.train.trackers import check_trackers
 from kdlens.train.trainer import Trainer, resolve_device
 
@@ -71,6 +71,8 @@ def run_distillation(
     (resolved data) replace what the config names: the Python API's path for user objects.
     ``resume``, ``restart``, ``resume_from``, ``resume_strict``: see :func:`kdlens.train.run.execute_run`."""
     resume = resume or resume_from != "last"
+    if teacher is None:
+        cfg = align_with_teacher_data(cfg)
     data = prepare_data(cfg.data, pair, log=progress)
     device = resolve_device(cfg.device)
     if teacher is None:
