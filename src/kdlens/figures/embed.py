@@ -218,7 +218,7 @@ def plot_class_density(
         spine.set_visible(True)
     ax.set_aspect("equal", adjustable="datalim")
     if legend:
-        legend_outside(fig, *_density_legend(pct, name if own is not None else None), where="below")
+        legend_outside(fig, *_density_legend(pct, name if own is not None else None), where="below", ncols=2)
     return _save(fig, path)
 
 

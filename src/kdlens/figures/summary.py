@@ -155,10 +155,17 @@ def plot_mean_curves(
     fig = ax.figure
     x_arr = np.asarray([float(x) for x in xs])
     folds = False
-    for name, per_x in series.items():
+    # series side by side at each x (a small dodge), so their error bars and circles do not overlap
+    scale = np.log(x_arr) if logx and (x_arr > 0).all() else x_arr
+    gaps = np.diff(np.sort(scale))
+    step = 0.06 * (float(gaps[gaps > 0].min()) if (gaps > 0).any() else (1.0 if logx else float(abs(x_arr[0])) or 1.0))
+    step = min(step, 0.08) if logx else step
+    for i, (name, per_x) in enumerate(series.items()):
+        shift = (i - (len(series) - 1) / 2) * step
         if len(per_x) != len(x_arr):
             raise KdlensError(f"plot_mean_curves: series {name!r} has {len(per_x)} entries for {len(x_arr)} x values")
-        pts = [(x, _finite(v)) for x, v in zip(x_arr, per_x, strict=True)]
+        dodged = x_arr * np.exp(shift) if logx else x_arr + shift
+        pts = [(x, _finite(v)) for x, v in zip(dodged, per_x, strict=True)]
         pts = [(x, v) for x, v in pts if v.size]
         if not pts:
             continue
@@ -172,7 +179,7 @@ def plot_mean_curves(
         for x, v in pts:
             if v.size > 1:
                 folds = True
-                spread = 0.03 if logx else 0.01 * (float(np.ptp(x_arr)) or 1.0)
+                spread = 0.3 * step
                 jx = x * np.exp(_jitter(v.size, spread)) if logx else x + _jitter(v.size, spread)
                 ax.scatter(jx, v, s=9, facecolors="none", edgecolors=color, linewidths=0.6, alpha=0.9, zorder=4)
     if logx:
