@@ -72,13 +72,6 @@ class ReportData:
         fold = data.get("fold") if data.get("n_folds") else None
         return {"run": Path(path).name, "fold": fold, "seed": config.get("seed")}
 
-    def task_info(self, study: Study, st: TaskState) -> dict[str, Any]:
-        """:meth:`run_info` of a run task; of a step, that of the one run it needs (else empty)."""
-        if st.task.is_run:
-            return self.run_info(st.path)
-        runs = self.needed_runs(study, st)
-        return self.run_info(runs[0].path) if len(runs) == 1 else dict(NO_RUN)
-
     def needed_runs(self, study: Study, st: TaskState, groups: Sequence[str] | str | None = None) -> list[TaskState]:
         """The finished run tasks step ``st`` needs (of ``groups`` when given), in its needs order."""
         groups = [groups] if isinstance(groups, str) else groups
