@@ -130,6 +130,47 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("crd", "Tian, Krishnan & Isola 2020, Contrastive Representation Distillation (ICLR)",
                    beta=0.8, notes="RepDistiller's CRD+KD used γ = 1, α = 1, β = 0.8",
                    hyper_source="embed 128, K = 16384, τ = 0.07, momentum 0.5: paper"),
+        # methods of mdistiller / torchdistill and AFD (issue 16)
+        MethodSpec("dist", "Huang, You, Wang, Qian & Xu 2022, Knowledge Distillation from A Stronger Teacher "
+                   "(NeurIPS)", gamma=1.0, alpha=2.0,
+                   source="authors' configs (hunto/image_classification_sota): CE 1, DIST 2 (ImageNet and CIFAR-100)",
+                   notes="their CIFAR-100 runs use τ = 4 (T=4)",
+                   hyper_source="τ = 1, β_inter = γ_intra = 1: the authors' DIST module (ImageNet)"),
+        MethodSpec("lskd", "Sun, Ren, Li, Wang & Cao 2024, Logit Standardization in Knowledge Distillation (CVPR)",
+                   gamma=0.1, alpha=9.0,
+                   source="authors' CIFAR-100 KD setting (sunshangquan/logit-standardization-KD): CE 0.1, KD 9; "
+                   "tuned for form=code",
+                   hyper_source="base temperature T = 2, form=code (unbiased σ + 1e-7): the authors' code; "
+                   "form=paper: σ with 1/K"),
+        MethodSpec("afd", "Ji, Heo & Park 2021, Show, Attend and Distill: Knowledge Distillation via "
+                   "Attention-based Feature Matching (AAAI)", beta=200.0,
+                   source="authors' code (clovaai/attention-feature-distillation): CE 1 + 0.9·KD (T = 4) + 200·AFD",
+                   notes="each teacher layer attends over all student layers given: all blocks (all pairs) or "
+                   "the hint points (PURSUhInT Table 4) via hints / student_hints; for afd+kd the authors used "
+                   "γ = 1, α = 0.9 (kdlens takes KD's 0.1 / 0.9 unless overridden)",
+                   hyper_source="qk_dim = 128, Xavier-normal positional embeddings: the authors' code"),
+        MethodSpec("reviewkd", "Chen, Liu, Zhao & Jia 2021, Distilling Knowledge via Knowledge Review (CVPR)",
+                   beta=1.0,
+                   source="authors' train.py default (dvlab-research/ReviewKD); their scripts: 5 for "
+                   "resnet32x4 → resnet8x4 and WRNs, 0.6 for resnet56 → resnet20",
+                   notes="the authors warm the term up linearly over 20 of 240 epochs (not applied by kdlens's "
+                   "loop); layers: student stage outputs + penultimate, teacher .preact stage outputs + penultimate",
+                   hyper_source="ABF (mid channels min(512, C), kaiming-uniform a = 1) and HCL pyramid 4/2/1 with "
+                   "weights 1, 1/2, 1/4, 1/8: the authors' code"),
+        MethodSpec("ofd", "Heo, Kim, Yun, Park, Kwak & Choi 2019, A Comprehensive Overhaul of Feature "
+                   "Distillation (ICCV)", beta=0.001,
+                   source="authors' CIFAR-100 code (clovaai/overhaul-distillation): summed partial L2 / batch / "
+                   "1000; mdistiller FEAT_WEIGHT 0.001",
+                   notes="pre-ReLU (.preact) taps; margins estimated from the teacher's first batch "
+                   "(the paper: from its BN, see set_margins / margins_from_batchnorm)",
+                   hyper_source="1×1 conv + BN connector, layer weights 2^-(n-i), margin −3σ cut at Φ ≤ 0.001: "
+                   "the authors' code"),
+        MethodSpec("kdsvd", "Lee, Kim & Song 2018, Self-supervised Knowledge Distillation Using Singular Value "
+                   "Decomposition (ECCV)", beta=1.0,
+                   source="mdistiller CIFAR-100 setting (FEAT_WEIGHT 1, graph sum / batch)",
+                   notes="form=paper: HW × C matrices (1×1 connector where channels differ); form=mdistiller: "
+                   "mdistiller's (C·H) × W reshape",
+                   hyper_source="k = 1 (student k + 3), RBF exp(−d²/8): the authors' TensorFlow code"),
     ]
 }
 
