@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdlens.cli.errors import user_errors_exit_2
+from kdlens.cli.options import PRINT_CONFIG_HELP, THREADS_HELP, combine_overrides, print_config
 from kdlens.cli.train_cmd import flag_overrides, split_config_args
 from kdlens.config import DistillConfig, load_config
 
@@ -22,19 +23,26 @@ def distill(
     student_weights: str = typer.Option(None, "--student-weights", help="student initial weights (a local file)"),
     method: str = typer.Option(None, help="e.g. kd, at+kd, fitnet+kd, crd (see `kdlens methods`)"),
     hints: str = typer.Option(None, help="teacher hint points: 6,27,49 | conventional | auto | names"),
-    student_hints: str = typer.Option(None, "--student-hints"),
-    dataset: str = typer.Option(None),
-    root: str = typer.Option(None),
-    epochs: int = typer.Option(None),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    lr: float = typer.Option(None),
-    seed: int = typer.Option(None),
-    out: str = typer.Option(None),
-    name: str = typer.Option(None),
-    device: str = typer.Option(None),
-    bf16: bool = typer.Option(None, "--bf16/--no-bf16"),
-    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last"),
+    student_hints: str = typer.Option(None, "--student-hints", help="student layers for the hints (default: "
+                                      "same relative depth as the teacher's)"),
+    dataset: str = typer.Option(None, help="transfer set: a catalog name, folder:DIR or python:pkg.mod:make "
+                                "(default: the teacher run's dataset)"),
+    allow_dataset_mismatch: bool = typer.Option(None, "--allow-dataset-mismatch", help="distill on a dataset "
+                                                "other than the teacher run's (refused otherwise)"),
+    root: str = typer.Option(None, help="dataset root directory (torchvision layout)"),
+    epochs: int = typer.Option(None, help="training epochs"),
+    batch_size: int = typer.Option(None, "--batch-size", help="mini-batch size (64 in RepDistiller)"),
+    lr: float = typer.Option(None, help="initial learning rate (optim.lr)"),
+    seed: int = typer.Option(None, help="seed of initialisation, order and augmentation"),
+    out: str = typer.Option(None, help="run store directory (default: runs)"),
+    name: str = typer.Option(None, help="run name (default: derived from method, models and data)"),
+    device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast"),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last", help="channels-last memory format"),
     budget: int = typer.Option(None, help="balanced label budget (limited-label loop)"),
+    gamma: float = typer.Option(None, help="weight γ of the cross-entropy term (default: the method table)"),
+    alpha: float = typer.Option(None, help="weight α of the logit term (default: the method table)"),
+    beta: float = typer.Option(None, help="weight β of the hint term (default: the method table)"),
     temperature: float = typer.Option(None, "--T", help="distillation temperature"),
     cache: str = typer.Option(None, help="teacher-output cache: auto | on | off"),
     log: list[str] = typer.Option(None, "--log", help="also log to: tensorboard | mlflow (repeatable)"),
@@ -44,7 +52,9 @@ def distill(
     restart: bool = typer.Option(False, "--restart", help="discard the run's checkpoints (and result) and train it anew"),
     resume_from: str = typer.Option("last", "--from", metavar="last|previous|best",
                                     help="with --resume: the checkpoint to continue from (implies --resume)"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    show_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Distill a student from a trained teacher."""
     from kdlens.train.distill_run import run_distillation
@@ -56,13 +66,20 @@ def distill(
         budget=budget, weights=student_weights, log=log, tracking_uri=tracking_uri, num_workers=num_workers,
     )
     extra = {"teacher.run": teacher, "teacher.model": teacher_model, "teacher.weights": teacher_weights,
-             "method": method,
-             "cache": cache, "loss.T": temperature}
+             "method": method, "cache": cache, "loss.T": temperature, "gamma": gamma, "alpha": alpha,
+             "beta": beta, "allow_dataset_mismatch": allow_dataset_mismatch}
     flags += [f"{k}={v}" for k, v in extra.items() if v is not None]
     # hint lists stay strings here; the library parses "6,27,49" and names
     flags += [f"{k}='{v}'" for k, v in (("hints", hints), ("student_hints", student_hints)) if v is not None]
-    cfg = load_config(DistillConfig, path, flags + overrides)
+    cfg = load_config(DistillConfig, path, combine_overrides(flags, overrides))
+    if show_config:
+        from kdlens.train.teacher import align_with_teacher_data
+
+        print_config(align_with_teacher_data(cfg))
     from kdlens.explain.hint_search import auto_hint_layers
+    from kdlens.train.threads import set_threads
+
+    set_threads(threads, log=not quiet)
 
     outcome = run_distillation(cfg, resume=resume, progress=not quiet, hint_search=auto_hint_layers,
                                restart=restart, resume_from=resume_from, resume_strict=True)

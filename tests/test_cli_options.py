@@ -1,0 +1,52 @@
+"""One meaning per flag, --print-config, --threads and help lines (issue 14)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from kdlens.cli.main import app
+from kdlens.config import DistillConfig, validate
+from kdlens.train.threads import choose_threads
+
+
+def test_a_flag_and_an_override_of_the_same_key_exit_2_naming_both():
+    result = CliRunner().invoke(app, ["distill", "--teacher", "nowhere", "--epochs", "2", "epochs=3"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "epochs=2" in text and "epochs=3" in text
+
+
+def test_print_config_prints_the_resolved_yaml_with_the_teachers_dataset(tmp_path):
+    run = tmp_path / "teacher-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"name": "synthetic"}, "model": {"name": "resnet8"}}))
+    result = CliRunner().invoke(app, ["distill", "--teacher", str(run), "--alpha", "0.5", "--T", "3", "--print-config"])
+    assert result.exit_code == 0, result.output
+    cfg = validate(DistillConfig, yaml.safe_load(result.output))
+    assert cfg.data.name == "synthetic" and cfg.alpha == 0.5 and cfg.loss["T"] == 3
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["distill", "train", "profile", "hints"])
+def test_every_option_has_a_help_line(command):
+    group = typer.main.get_command(app)
+    cmd = group.commands[command]
+    missing = [p.name for p in cmd.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert not missing, f"{command}: options without help: {missing}"
+
+
+def test_threads_default_leaves_busy_cores_alone(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert choose_threads()[0] == 1  # 4 cores, 2.6 busy → round(1.4) = 1 free
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert choose_threads()[0] == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert choose_threads()[0] == 1  # never below one
+    assert choose_threads(3) == (3, "as asked (--threads)")
