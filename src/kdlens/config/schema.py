@@ -106,8 +106,14 @@ class OptimConfig(Strict):
     step_size: int = Field(60, gt=0, description="epochs between decays for schedule=step")
 
 
+#: semi-supervised methods (:data:`kdlens.train.semi_loops.SEMI_LOOPS`); they need no teacher,
+#: so they are a training option (``kdlens train semi=fixmatch data.budget=400``), not a distill loop
+SemiMethod = Literal["pseudo_label", "pi_model", "mean_teacher", "mixmatch", "fixmatch"]
+
+
 class TrainConfig(Strict):
-    """One supervised training run."""
+    """One training run: supervised, or semi-supervised with ``semi`` (labeled budget +
+    unlabeled pool, no teacher)."""
 
     kind: Literal["train"] = "train"
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -117,7 +123,9 @@ class TrainConfig(Strict):
     batch_size: int = Field(64, gt=0, description="64 in RepDistiller and Lee & Wallraven")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    bf16: bool = Field(False, description="bfloat16 autocast")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 only where the CPU/GPU computes it natively (kdlens.config.precision)"
+    )
     channels_last: bool = False
     eval_every: int = Field(1, gt=0)
     eval_split: Literal["test", "val"] = Field(
@@ -133,6 +141,13 @@ class TrainConfig(Strict):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)"
     )
+    semi: SemiMethod | None = Field(
+        None, description="semi-supervised training on data.budget labels + the unlabeled rest "
+        "(kdlens.train.semi_loops): pseudo_label | pi_model | mean_teacher | mixmatch | fixmatch",
+    )
+    semi_options: dict[str, Any] = Field(
+        default_factory=dict, description="hyper-parameters of the semi method, e.g. {threshold: 0.95, mu: 7}",
+    )
 
     @model_validator(mode="after")
     def _val_split_exists(self) -> TrainConfig:
@@ -140,9 +155,40 @@ class TrainConfig(Strict):
             raise ValueError("eval_split=val needs data.val_fraction > 0 (e.g. 0.1)")
         return self
 
+    @model_validator(mode="after")
+    def _semi_has_a_budget(self) -> TrainConfig:
+        if self.semi is not None and self.data.budget is None:
+            raise ValueError(f"semi={self.semi} needs data.budget (the number of labeled examples; "
+                             "the rest of the training set is the unlabeled pool)")
+        if self.semi is None and self.semi_options:
+            raise ValueError("semi_options without semi: name the method, e.g. semi=fixmatch")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_bf16(cls, data: Any) -> Any:
+        """``bf16: true|false`` (older configs, ``--bf16/--no-bf16``) sets ``precision``."""
+        if isinstance(data, dict) and "bf16" in data:
+            data = dict(data)
+            flag = data.pop("bf16")
+            if flag is not None:
+                data["precision"] = "bf16" if flag else "fp32"
+        return data
+
+    @property
+    def bf16(self) -> bool:
+        """Whether this run uses bf16 autocast (``precision`` resolved on ``device``)."""
+        from kdlens.config.precision import resolve_precision
+
+        return resolve_precision(self.precision, self.device)[0]
+
     def identity(self) -> dict[str, Any]:
-        """The fields that define the result (not where it is stored or shown)."""
-        return self.model_dump(exclude={"out", "name", "device", "log", "tracking_uri"})
+        """The fields that define the result (not where it is stored or shown).  ``semi`` and
+        ``semi_options`` count only when set, so supervised runs keep their identity."""
+        exclude = {"out", "name", "device", "log", "tracking_uri"}
+        if self.semi is None:
+            exclude |= {"semi", "semi_options"}
+        return self.model_dump(exclude=exclude)
 
 
 class TeacherConfig(Strict):
@@ -201,6 +247,13 @@ class DistillConfig(TrainConfig):
     pretrain_epochs: int | None = Field(
         None, ge=0, description="hint pre-training epochs for FitNet stage 1 / AB / FSP / FT (None: epochs // 4)"
     )
+
+    @model_validator(mode="after")
+    def _no_semi(self) -> DistillConfig:
+        if self.semi is not None:
+            raise ValueError(f"semi={self.semi} trains without a teacher: run it with `kdlens train semi={self.semi} "
+                             "data.budget=N`; distillation's own limited-label cycle is loop=limited_label")
+        return self
 
 
 DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {

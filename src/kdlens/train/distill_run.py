@@ -22,7 +22,9 @@ from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.distill_loop import CachedTeacher, DistillLoop, HintPretrainLoop, LimitedLabelLoop, LiveTeacher
 from kdlens.train.hint_layers import match_student_layers, resolve_layers
 from kdlens.train.model_setup import check_output_classes
-from kdlens.train.run import RunOutcome, build_student, execute_run, run_identity, save_model_card, short_name
+from kdlens.train.run import (
+    RunOutcome, build_student, execute_run, log_precision, run_identity, save_model_card, short_name,
+)
 from kdlens.train.run_trackers import run_trackers
 from kdlens.train.teacher import LoadedTeacher, align_with_teacher_data, load_teacher
 from kdlens.train.trackers import check_trackers
@@ -74,6 +76,7 @@ def run_distillation(
     if teacher is None:
         cfg = align_with_teacher_data(cfg)
     data = prepare_data(cfg.data, pair, log=progress)
+    log_precision(cfg, progress)
     device = resolve_device(cfg.device)
     if teacher is None:
         teacher = load_teacher(cfg.teacher.run, data.train, cfg.teacher.model, which=cfg.teacher.checkpoint,

@@ -348,6 +348,14 @@ def save_model_card(run_dir: RunDir, cfg: TrainConfig, model: nn.Module, data: P
     atomic_write_text(run_dir.path / "model.json", json.dumps(card, indent=1, default=str))
 
 
+def log_precision(cfg: TrainConfig, progress: bool) -> None:
+    """Say which precision runs and why (``precision: auto`` depends on the hardware)."""
+    if progress:
+        from kdlens.config.precision import resolve_precision
+
+        print(f"precision: {resolve_precision(cfg.precision, cfg.device)[1]}")
+
+
 def build_student(cfg: TrainConfig, data: PreparedData, device: torch.device, model: nn.Module | None = None) -> nn.Module:
     """``cfg.model`` built for ``data`` (or the user's ``model``), initialised from ``model.init``
     / ``model.weights``, checked by a dry forward to give one logit per class."""
@@ -377,6 +385,7 @@ def run_training(
     the Python API passes the user's own objects this way."""
     resume = resume or resume_from != "last"
     data = prepare_data(cfg.data, pair, log=progress)  # data, model and init are checked before any run is recorded
+    log_precision(cfg, progress)
     device = resolve_device(cfg.device)
     model = build_student(cfg, data, device, model)
     check_trackers(cfg.log)

@@ -199,7 +199,7 @@ class Trainer:
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
             with autocast_context(self.device, self.bf16):
                 out = self.loop.step(self.model, batch)
-            _check_finite(out.parts, out.loss, epoch, step)
+            _check_finite(out.parts, out.loss, epoch, step, self.bf16)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
@@ -315,12 +315,14 @@ def as_float(value: torch.Tensor | float) -> float:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
-def _check_finite(parts: dict[str, torch.Tensor | float], loss: torch.Tensor, epoch: int, step: int) -> None:
+def _check_finite(
+    parts: dict[str, torch.Tensor | float], loss: torch.Tensor, epoch: int, step: int, bf16: bool = False
+) -> None:
     if bool(torch.isfinite(loss.detach()).all()):
         return
     bad = [k for k, v in parts.items() if not math.isfinite(as_float(v))]
     which = ", ".join(bad) if bad else "total loss"
-    advice = "try a lower learning rate or temperature, or bf16=false"
+    advice = "try a lower learning rate or temperature" + (", or precision=fp32 (bf16 is on)" if bf16 else "")
     if "hint" in bad:
         # measured: FitNet's β = 100 (RepDistiller, tuned with a conv-BN-ReLU regressor) diverges
         # in 5 steps from a resnet56 whose hint features have mean squares of 3.4–7.3
