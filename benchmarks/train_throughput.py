@@ -100,8 +100,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="reference DataLoader workers")
     args = parser.parse_args()
     torch.manual_seed(0)
+    from kdlens.config.precision import cpu_bf16_flags
+
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
           f"{args.images} images per epoch")
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 flags: "
+          f"{', '.join(cpu_bf16_flags()) or 'none (bf16 autocast is emulated and slow here)'}")
     print(f"{'model':16s} {'data':20s} {'variant':34s} {'img/s':>8s} {'ratio':>6s}")
     for model_name, kw, data_name, images, labels, mean, std, augment in cases(args.images):
         c = images.shape[1]
