@@ -503,6 +503,19 @@ def test_reviewkd_takes_pooled_vectors_as_1x1_maps():
     assert all(f.grad.abs().sum() > 0 for f in fs)
 
 
+def test_single_sample_batches_are_explained():
+    # batch norm in AFD's query/key networks and on ReviewKD's 1×1 levels needs two samples in training
+    afd = create_loss("afd", [(2, 2, 2)], [(2, 2, 2)])
+    with pytest.raises(KdlensError, match="at least 2 samples"):
+        afd([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)])
+    assert torch.isfinite(afd.eval()([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)]))
+    review = create_loss("reviewkd", [(2, 2, 2), (4,)], [(2, 2, 2), (4,)])
+    with pytest.raises(KdlensError, match="at least 2 samples"):
+        review([torch.randn(1, 2, 2, 2), torch.randn(1, 4)], [torch.randn(1, 2, 2, 2), torch.randn(1, 4)])
+    maps_only = create_loss("reviewkd", [(2, 2, 2)], [(2, 2, 2)])
+    assert torch.isfinite(maps_only([torch.randn(1, 2, 2, 2)], [torch.randn(1, 2, 2, 2)]))
+
+
 def test_methods_table_lists_the_new_methods_with_sources():
     rows = {r["name"]: r for r in describe_methods()}
     expected = {  # (γ, α, β) and the hyper-parameter defaults, from the papers / authors' code

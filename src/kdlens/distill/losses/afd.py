@@ -109,6 +109,11 @@ class AFDLoss(HintLoss):
     def forward(self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], **context) -> Tensor:
         self.check_features(student_feats, teacher_feats)
         like = student_feats[0]
+        if self.training and like.shape[0] < 2:
+            raise KdlensError(
+                "afd: its query and key networks use batch norm (as the authors' code), which needs at least "
+                "2 samples in a training batch; got 1 (a last batch of one sample? change batch_size)"
+            )
         teacher_feats = [as_target(f, like) for f in teacher_feats]
         att = self.attention(student_feats, teacher_feats)
         terms = []

@@ -135,6 +135,12 @@ class ReviewKDLoss(HintLoss):
 
     def forward(self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], **context) -> Tensor:
         self.check_features(student_feats, teacher_feats)
+        single = [f for f in (*student_feats, *teacher_feats) if f.dim() == 2 or f.shape[-2:] == (1, 1)]
+        if self.training and single and student_feats[0].shape[0] < 2:
+            raise KdlensError(
+                "reviewkd: the fusion modules batch-normalise 1×1 features, which needs at least 2 samples in a "
+                "training batch; got 1 (a last batch of one sample? change batch_size)"
+            )
         outs = self.reviewed(student_feats)
         terms = [hierarchical_context_loss(o, as_map(as_target(t, o))) for o, t in zip(outs, teacher_feats)]
         return torch.stack(terms).sum()
