@@ -6,6 +6,7 @@ import gc
 import multiprocessing
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,24 @@ def folder(tmp_path):
     return make_folder(tmp_path / "pets")
 
 
+_CHILDREN_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before():
+    """Child processes that existed before the test (others' pools are not ours to count)."""
+    _CHILDREN_BEFORE.clear()
+    _CHILDREN_BEFORE.update(p.pid for p in multiprocessing.active_children())
+
+
+def our_children():
+    return [p for p in multiprocessing.active_children() if p.pid not in _CHILDREN_BEFORE]
+
+
 def no_workers_left():
     for _ in range(50):
-        if not multiprocessing.active_children():
+        if not our_children():
             return True
-        import time
         time.sleep(0.1)
     return False
 
@@ -375,7 +389,7 @@ def test_workers_are_shut_down_on_close_and_collection(big_folder):
     ds = ImageFolderDataset(big_folder.train, big_folder.classes, channels=3, size=None)
     b = LoaderBatches(ds, 4, num_workers=2)
     next(iter(b))  # stopped early: workers stay for the next epoch
-    assert len(multiprocessing.active_children()) == 2
+    assert len(our_children()) == 2
     assert sum(len(idx) for _, _, idx in b) == len(ds)  # the next epoch is complete
     b.close()
     assert no_workers_left()
