@@ -18,7 +18,8 @@ PAPERS = {
 }
 
 PAPER_KINDS = {
-    "softlabel": {"softlabel-entropy", "missing-class", "transfer-set", "projection"},
+    "softlabel": {"softlabel-entropy", "missing-class", "transfer-set", "projection", "softlabel-noise",
+                  "softlabel-pretraining"},
     "hints": {"hint-search"},
     "embedding": {"embedding", "limited-label"},
 }

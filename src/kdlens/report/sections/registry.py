@@ -10,6 +10,7 @@ from __future__ import annotations
 # the paper modules register their sections on import: this order is the order of the report
 # isort: off
 import kdlens.report.sections.softlabel  # noqa: F401
+import kdlens.report.sections.softlabel_noise  # noqa: F401
 import kdlens.report.sections.hints  # noqa: F401
 import kdlens.report.sections.embedding  # noqa: F401
 # isort: on

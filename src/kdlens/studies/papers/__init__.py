@@ -158,4 +158,4 @@ def load_run_model(dep: Dependency, data: Any):
     return load_teacher(str(dep.path), data).model
 
 
-from kdlens.studies.papers import embedding, hints, softlabels  # noqa: E402,F401  (register the steps)
+from kdlens.studies.papers import embedding, hints, softlabels, softlabels_extra  # noqa: E402,F401  (register the steps)
