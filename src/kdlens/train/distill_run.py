@@ -28,6 +28,7 @@ from kdlens.train.run import (
 from kdlens.train.run_trackers import run_trackers
 from kdlens.train.teacher import LoadedTeacher, align_with_teacher_data, load_teacher
 from kdlens.train.trackers import check_trackers
+from kdlens.train.progress import TrainingProgress
 from kdlens.train.trainer import Trainer, resolve_device
 
 
@@ -126,7 +127,9 @@ def run_distillation(
         teacher_outputs: Any = LiveTeacher(teacher.model, t_layers)
         notes: dict[str, Any] = {"teacher_cache": "off"}
         if cache is not None:
-            hit = cache.ensure(teacher.model, data.train_inputs(), prepare, device)
+            with TrainingProgress("teacher outputs", len(data.train), progress and not cache.is_valid(),
+                                  phase="building the teacher-output cache") as bar:
+                hit = cache.ensure(teacher.model, data.train_inputs(), prepare, device, progress=bar.advance)
             teacher_outputs = CachedTeacher(cache, device)
             notes["teacher_cache"] = "hit" if hit else "built"
             if progress:

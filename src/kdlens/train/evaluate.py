@@ -47,8 +47,10 @@ def predict_logits(
     batch_size: int = 1000,
     bf16: bool = False,
     channels_last: bool = False,
+    on_batch: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, on CPU) for every example of ``data`` in eval mode."""
+    """Logits (float32, on CPU) for every example of ``data`` in eval mode; ``on_batch`` is
+    called after each batch (progress displays)."""
     was_training = model.training
     model.eval()
     outputs = []
@@ -58,6 +60,8 @@ def predict_logits(
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, bf16):
                 outputs.append(model(x).float().cpu())
+            if on_batch is not None:
+                on_batch()
     finally:
         model.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0)
@@ -70,10 +74,11 @@ def evaluate(
     batch_size: int = 1000,
     bf16: bool = False,
     channels_last: bool = False,
+    on_batch: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """``{"acc": top-1 accuracy in %, "acc5": top-k accuracy in % with k = min(5, classes),
     "loss": mean cross-entropy}`` (top-k as in :func:`kdlens.train.accuracy.topk_correct`)."""
-    logits = predict_logits(model, data, device, batch_size, bf16, channels_last)
+    logits = predict_logits(model, data, device, batch_size, bf16, channels_last, on_batch)
     labels = data.labels.cpu()
     acc = (logits.argmax(1) == labels).float().mean().item() * 100.0
     acc5 = topk_correct(logits, labels, top_k_for(logits.shape[1])).float().mean().item() * 100.0

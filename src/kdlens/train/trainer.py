@@ -265,10 +265,12 @@ class Trainer:
                 if self.eval_set is not None and (
                     (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
                 ):
+                    bar.phase("evaluating")
                     scores = evaluate(
                         self.model, self.eval_set, self.device, bf16=self.bf16,
-                        channels_last=self.channels_last,
+                        channels_last=self.channels_last, on_batch=bar.tick,
                     )
+                    bar.phase("training")
                     row["test_acc"], row["test_acc5"], row["test_loss"] = scores["acc"], scores["acc5"], scores["loss"]
                     if self.best_acc is None or scores["acc"] > self.best_acc:
                         self.best_acc, self.best_epoch, is_best = scores["acc"], epoch + 1, True
