@@ -48,6 +48,7 @@ class StreamSource:
         self.num_workers = default_workers(num_workers)
         self.drop_last = drop_last
         self.skipped = 0
+        self._loader: LoaderBatches | None = None  # one per source: its workers persist across epochs
 
     def _batches(self, generator: torch.Generator | None) -> LoaderBatches:
         return LoaderBatches(
@@ -59,7 +60,10 @@ class StreamSource:
         return len(self._batches(None))
 
     def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
-        batches = self._batches(generator)
+        if self._loader is None:
+            self._loader = self._batches(generator)
+        batches = self._loader
+        batches.generator = generator  # the epoch's order (and items' seeds) come from it
         for x, y, idx in batches:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device)
             if self.data.raw:
