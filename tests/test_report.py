@@ -84,6 +84,15 @@ ALL_KINDS = textwrap.dedent("""
         kind: projection
         needs: [full_teacher]
         params: {teachers: full_teacher, classes: [0, 1, 2]}
+      noise:
+        kind: softlabel-noise
+        needs: [full_teacher]
+        params: {teachers: full_teacher, student: baseline_student, scales: [0, 0.2], noises: [uniform], classes: [3], epochs: 1}
+      pretraining:
+        kind: softlabel-pretraining
+        needs: [full_teacher]
+        params: {teachers: full_teacher, teacher_config: {model: {name: baseline_student}}, batch_sizes: [64, 512],
+                 teacher_epochs: 2, temperatures: [1, 4], T: 4, student: baseline_student, epochs: 1, train_subset: 300}
     report: {teacher_group: teacher}
 """)
 
