@@ -30,11 +30,17 @@ def invoke(*args):
     return CliRunner().invoke(app, ["embed", *map(str, args)])
 
 
+def analysis(store, method):
+    """The analysis directory the command wrote in the run store."""
+    [out] = store.glob(f"embed-{method}-student*")
+    return out
+
+
 def test_embed_writes_npz_csv_and_plots(run_dir, tmp_path):
-    out = tmp_path / "emb"
-    res = invoke("--run", run_dir, "--points", "C,D,E", "--method", "ivis", "--n", 120,
-                 "--param", "epochs=3", "--param", "k=15", "--out", out, "--quiet")
+    res = invoke("--run", run_dir, "--points", "C,D,E", "--method", "ivis", "--images", 120,
+                 "--param", "epochs=3", "--param", "k=15", "--out", tmp_path / "emb", "--quiet")
     assert res.exit_code == 0, res.output
+    out = analysis(tmp_path / "emb", "ivis")
     with np.load(out / "student" / "embeddings.npz") as npz:
         assert {"C", "D", "E", "labels", "indices"} <= set(npz.files)
         assert npz["C"].shape == (120, 2)
@@ -47,10 +53,10 @@ def test_embed_writes_npz_csv_and_plots(run_dir, tmp_path):
 
 
 def test_two_runs_side_by_side_with_pca(run_dir, tmp_path):
-    out = tmp_path / "pca"
-    res = invoke("--run", run_dir, "--run", run_dir, "--points", "A,E", "--method", "pca", "--n", 60,
-                 "--pool", "--out", out, "--quiet")
+    res = invoke("--run", run_dir, "--run", run_dir, "--points", "A,E", "--method", "pca", "--images", 60,
+                 "--pool", "--out", tmp_path / "pca", "--quiet")
     assert res.exit_code == 0, res.output
+    out = analysis(tmp_path / "pca", "pca")
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert {r["run"] for r in rows} == {"student", "student-2"}
     assert rows[0]["features"] == "16"  # pooled: channels of stage1
@@ -62,7 +68,8 @@ def test_two_runs_side_by_side_with_pca(run_dir, tmp_path):
     [
         (["--method", "tnse"], "Did you mean: tsne"),
         (["--points", "A,X"], "A, B, C, D, E"),
-        (["--n", "3"], "--n must be at least"),
+        (["--images", "3"], "--images must be at least"),
+        (["--neighbours", "0"], "--neighbours must be in"),
         (["--param", "epochz=3"], "epochz"),
         (["--param", "nonsense"], "key=value"),
         (["--mass", "1.5"], "--mass"),

@@ -29,6 +29,13 @@ def said(result) -> str:
     return " ".join(result.output.split())
 
 
+def analysis(store: Path, prefix: str) -> Path:
+    """The analysis directory a command wrote in the run store ``store`` (``prefix``: its kind,
+    command and model, e.g. ``softlabels-entropy-mine``)."""
+    [out] = store.glob(f"{prefix}-*")
+    return out
+
+
 def digits_resnet8(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model("resnet8", 10, in_channels=1, input_size=8).eval()
@@ -62,7 +69,7 @@ def test_softlabels_entropy_comes_from_the_given_weights(weights, tmp_path):
     r = invoke("softlabels", "entropy", "--teacher-model", "resnet8", "--weights", weights, "--dataset", "digits",
                "--split", "test", "--temperatures", "1,4", "--out", out)
     assert r.exit_code == 0, r.output
-    summary = json.loads((out / "entropy.json").read_text())
+    summary = json.loads((analysis(out, "softlabels-entropy-mine") / "entropy.json").read_text())
     assert list(summary["teachers"]) == ["mine"]
     got = summary["teachers"]["mine"]["mean_entropy"]
 
@@ -80,7 +87,7 @@ def test_softlabels_projection_with_outside_weights(weights, tmp_path):
     r = invoke("softlabels", "projection", "--teacher-model", "resnet8", "--weights", weights, "--dataset", "digits",
                "--classes", "0,1,2", "--max-per-class", "5", "--out", out)
     assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader((out / "projection.csv").open()))
+    rows = list(csv.DictReader((analysis(out, "softlabels-projection-mine") / "projection.csv").open()))
     assert len(rows) == 15 and {r["teacher"] for r in rows} == {"mine"}
 
 
@@ -107,10 +114,10 @@ def test_hints_on_outside_weights(weights, tmp_path):
     from kdlens.explain.hint_search import sample_indices
 
     out = tmp_path / "h"
-    r = invoke("hints", "--teacher-model", "resnet8", "--weights", weights, "--dataset", "digits", "--k", "2",
-               "--n", "200", "--out", out, "--quiet")
+    r = invoke("hints", "--teacher-model", "resnet8", "--weights", weights, "--dataset", "digits", "--clusters", "2",
+               "--samples", "200", "--out", out, "--quiet")
     assert r.exit_code == 0, r.output
-    d = json.loads((out / "hints.json").read_text())
+    d = json.loads((analysis(out, "hints-mine") / "hints.json").read_text())
     model = loaded(weights)
     assert d["weights_sha256"] == weights_hash(model) != weights_hash(digits_resnet8(0))
     modules = dict(model.named_modules())
@@ -143,7 +150,7 @@ def test_hints_on_outside_weights(weights, tmp_path):
         (["--teacher-model", "resnet8", "--dataset", "digits", "--out", "{out}"], "add --weights PATH"),
         (["--dataset", "digits", "--out", "{out}"], "give the model to explain"),
         (["--teacher-model", "resnet8", "--weights", "{weights}", "--out", "{out}"], "give --dataset"),
-        (["--teacher-model", "resnet8", "--weights", "{weights}", "--dataset", "digits"], "give --out DIR"),
+        (["--teacher", "{weights}", "--teacher-model", "resnet8", "--out", "{out}"], "is a checkpoint file"),
         (["--teacher", "{weights}", "--teacher-model", "resnet8", "--weights", "{weights}", "--dataset", "digits",
           "--out", "{out}"], "not both"),
     ],
@@ -160,7 +167,7 @@ def test_hints_bad_teacher_options_exit_2(extra, message, weights, tmp_path):
 def test_weights_that_do_not_fit_name_the_keys_in_every_command(weights, tmp_path):
     out = tmp_path / "never"
     common = ["--teacher-model", "wrn_16_1", "--weights", weights, "--dataset", "digits", "--out", out]
-    for args in (["softlabels", "entropy", *common], ["embed", *common, "--method", "pca", "--n", "40"],
+    for args in (["softlabels", "entropy", *common], ["embed", *common, "--method", "pca", "--images", "40"],
                  ["hints", *common]):
         r = invoke(*args)
         assert r.exit_code == 2, r.output
@@ -184,8 +191,9 @@ def test_embed_outside_weights_beside_a_run(weights, tmp_path):
 
     out = tmp_path / "emb"
     r = invoke("embed", "--run", run, "--teacher-model", "resnet8", "--weights", weights, "--points", "C,E",
-               "--method", "pca", "--n", 60, "--out", out, "--quiet")
+               "--method", "pca", "--images", 60, "--out", out, "--quiet")
     assert r.exit_code == 0, r.output
+    out = analysis(out, "embed-pca-student+1")
     assert {row["run"] for row in csv.DictReader((out / "metrics.csv").open())} == {"student", "mine"}
 
     with np.load(out / "mine" / "embeddings.npz") as npz:
@@ -196,11 +204,9 @@ def test_embed_outside_weights_beside_a_run(weights, tmp_path):
     want = make_embedder("pca", seed=0).fit_transform(logits)
     np.testing.assert_allclose(np.abs(emb), np.abs(want), atol=1e-3 * np.abs(want).max())
 
-    # without a run: --dataset and --out are required
+    # without a run: --dataset is required
     r = invoke("embed", "--teacher-model", "resnet8", "--weights", weights, "--out", tmp_path / "x")
     assert r.exit_code == 2 and "give --dataset" in said(r)
-    r = invoke("embed", "--teacher-model", "resnet8", "--weights", weights, "--dataset", "digits")
-    assert r.exit_code == 2 and "give --out DIR" in said(r)
     r = invoke("embed", "--run", run, "--teacher-model", "resnet8", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "needs --weights PATH" in said(r)
     assert not (tmp_path / "x").exists()
@@ -238,16 +244,17 @@ def test_folder_dataset_with_a_torchvision_model(tmp_path):
     r = invoke("softlabels", "entropy", "--teacher-model", "torchvision:resnet18", "--weights", path,
                "--dataset", ref, "--split", "test", "--temperatures", "1,3", "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
-    got = json.loads((tmp_path / "e" / "entropy.json").read_text())["teachers"]["tv"]["mean_entropy"]
+    got = json.loads((analysis(tmp_path / "e", "softlabels-entropy-tv") / "entropy.json").read_text())
+    got = got["teachers"]["tv"]["mean_entropy"]
     test = resolve_data(ref).test
     with torch.no_grad():
         want = entropies64(net.double()(normalize(test.images, test.mean, test.std).double()), [1, 3])
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
     r = invoke("hints", "--teacher-model", "torchvision:resnet18", "--weights", path, "--dataset", ref,
-               "--n", 50, "--k", 2, "--out", tmp_path / "h", "--quiet")
+               "--samples", 50, "--clusters", 2, "--out", tmp_path / "h", "--quiet")
     assert r.exit_code == 0, r.output
-    d = json.loads((tmp_path / "h" / "hints.json").read_text())
+    d = json.loads((analysis(tmp_path / "h", "hints-tv") / "hints.json").read_text())
     assert d["data"]["dataset"] == ref and d["data"]["fingerprint"] and d["n"] == 50
     assert all(name in dict(net.named_modules()) for name in d["hint_layers"])
 
@@ -292,9 +299,9 @@ def test_python_dataset_reads_only_the_sampled_items(weights, tmp_path, monkeypa
 
     ref = "python:outside_data_mod:make"
     r = invoke("embed", "--teacher-model", "resnet8", "--weights", weights, "--dataset", ref, "--points", "C,E",
-               "--method", "pca", "--n", 40, "--k", 5, "--out", tmp_path / "emb", "--quiet")
+               "--method", "pca", "--images", 40, "--neighbours", 5, "--out", tmp_path / "emb", "--quiet")
     assert r.exit_code == 0, r.output
-    with np.load(tmp_path / "emb" / "mine" / "embeddings.npz") as npz:
+    with np.load(analysis(tmp_path / "emb", "embed-pca-mine") / "mine" / "embeddings.npz") as npz:
         indices = npz["indices"]
     ds = outside_data_mod.make()[1]
     np.testing.assert_array_equal(indices, subsample(ds.targets, 40, 0))  # rows of the whole test split
@@ -309,5 +316,6 @@ def test_python_dataset_reads_only_the_sampled_items(weights, tmp_path, monkeypa
     x = outside_data_mod.make()[0].x[rows]
     with torch.no_grad():
         want = entropies64(loaded(weights).double()(x.double()), [2])
-    got = json.loads((tmp_path / "e" / "entropy.json").read_text())["teachers"]["mine"]["mean_entropy"]
+    got = json.loads((analysis(tmp_path / "e", "softlabels-entropy-mine") / "entropy.json").read_text())
+    got = got["teachers"]["mine"]["mean_entropy"]
     np.testing.assert_allclose(got, want, rtol=1e-5)

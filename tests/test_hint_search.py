@@ -81,10 +81,11 @@ def test_find_hint_points_on_resnet20(tmp_path):
 
 
 def test_cli_hints_writes_json_and_png(teacher_run, tmp_path):
-    out = tmp_path / "h"
-    result = CliRunner().invoke(app, ["hints", "--teacher", str(teacher_run), "--k", "2", "--metric", "cca",
-                                      "--n", "300", "--out", str(out), "--quiet"])
+    store = tmp_path / "h"
+    result = CliRunner().invoke(app, ["hints", "--teacher", str(teacher_run), "--clusters", "2", "--metric", "cca",
+                                      "--samples", "300", "--out", str(store), "--quiet"])
     assert result.exit_code == 0, result.output
+    [out] = store.glob("hints-t-*")  # the analysis's own directory in the run store
     assert "conventional" in result.output and "layer1.0" in result.output
     d = json.loads((out / "hints.json").read_text())
     assert d["k"] == 2 and d["metric"] == "cca" and d["n"] == 300 and d["data"]["dataset"] == "digits"
@@ -97,7 +98,7 @@ def test_cli_hints_writes_json_and_png(teacher_run, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--k", "4"], "1 ≤ k ≤ 3"),
+        (["--clusters", "4"], "1 ≤ k ≤ 3"),
         (["--metric", "cosine"], "unknown similarity metric"),
         (["--rule", "middle"], "unknown hint rule"),
     ],
@@ -132,14 +133,16 @@ def test_distill_hints_auto_searches_then_reuses(teacher_run, tmp_path):
     assert first.metrics["hint_layers"]["teacher"] == d["hint_layers"]
     assert len(first.metrics["hint_layers"]["student"]) == 2
 
-    # `kdlens hints` (default out: TEACHER_RUN/hints) → `--hints auto` (k = 3 conventional points) reuses it
-    result = CliRunner().invoke(app, ["hints", "--teacher", str(teacher_run), "--k", "3", "--quiet"])
+    # `kdlens hints` (an analysis in the run store) → `--hints auto` (k = 3 conventional points) reuses it
+    result = CliRunner().invoke(app, ["hints", "--teacher", str(teacher_run), "--clusters", "3", "--quiet",
+                                      "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
-    cli = json.loads((teacher_run / "hints" / "hints.json").read_text())
+    [saved_cli] = (tmp_path / "runs").glob("hints-t-*/hints.json")
+    cli = json.loads(saved_cli.read_text())
     assert cli["selection"]["indices"] == [0, 1, 2]  # 3 layers, 3 clusters
     # mark the saved file: a reuse must return these (reversed) points
     cli["selection"].update(indices=[2, 1, 0], indices_1based=[3, 2, 1])
-    (teacher_run / "hints" / "hints.json").write_text(json.dumps(cli))
+    saved_cli.write_text(json.dumps(cli))
     second = run_distillation(cfg("auto", "b"), progress=False, hint_search=auto_hint_layers)
     assert second.metrics["hint_layers"]["teacher"] == ["layer3.0", "layer2.0", "layer1.0"]
     assert len(list((tmp_path / "runs" / "cache" / "hint-search").glob("hints-*.json"))) == 1

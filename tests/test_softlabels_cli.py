@@ -13,7 +13,7 @@ from kdlens.train.run import run_training
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    cfg = validate(TrainConfig, {"model": {"name": "thesis_student"}, "data": {"name": "digits"},
+    cfg = validate(TrainConfig, {"model": {"name": "cnn_student"}, "data": {"name": "digits"},
                                  "epochs": 1, "batch_size": 64, "out": str(out), "name": "tiny"})
     return str(run_training(cfg, progress=False).path)
 
@@ -22,11 +22,18 @@ def _run(args):
     return CliRunner().invoke(app, ["softlabels", *args])
 
 
+def analysis(store, command):
+    """The analysis directory `softlabels COMMAND` wrote in the run store ``store``."""
+    [out] = store.glob(f"softlabels-{command}-tiny*")
+    return out
+
+
 def test_entropy_writes_figure_csv_json(teacher_run, tmp_path):
     out = tmp_path / "e"
     r = _run(["entropy", "--teacher", teacher_run, "--teacher", teacher_run, "--temperatures", "1,3,9",
               "--ls-alphas", "0,0.1,0.5", "--out", str(out)])
     assert r.exit_code == 0, r.output
+    out = analysis(out, "entropy")
     for name in ("entropy.png", "entropy.csv", "entropy.json", "label_variance.csv", "soft_label_table.csv"):
         assert (out / name).stat().st_size > 0
     summary = json.loads((out / "entropy.json").read_text())
@@ -38,17 +45,20 @@ def test_missing_class_transfer_set_projection_write_their_files(teacher_run, tm
     r = _run(["missing-class", *common, "--classes", "0,1", "--temperatures", "3,9", "--ls-alphas", "0.1",
               "--train-subset", "500", "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
-    assert all((tmp_path / "m" / f"missing_class.{ext}").exists() for ext in ("png", "csv", "json"))
-    assert json.loads((tmp_path / "m" / "missing_class.json").read_text())["classes"] == [0, 1]
+    m = analysis(tmp_path / "m", "missing-class")
+    assert all((m / f"missing_class.{ext}").exists() for ext in ("png", "csv", "json"))
+    assert json.loads((m / "missing_class.json").read_text())["classes"] == [0, 1]
     r = _run(["transfer-set", *common, "--ns", "3,10", "--random-seeds", "0", "--student", "baseline_student",
               "--out", str(tmp_path / "t")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "t" / "transfer_set.csv").exists() and list((tmp_path / "t").glob("transfer_set_top_entropy_*.png"))
+    t = analysis(tmp_path / "t", "transfer-set")
+    assert (t / "transfer_set.csv").exists() and list(t.glob("transfer_set_top_entropy_*.png"))
     r = _run(["projection", "--teacher", teacher_run, "--classes", "3,5,8", "--max-per-class", "20",
               "--out", str(tmp_path / "p")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "p" / "projection.png").exists()
-    assert len((tmp_path / "p" / "projection.csv").read_text().splitlines()) == 1 + 60
+    p = analysis(tmp_path / "p", "projection")
+    assert (p / "projection.png").exists()
+    assert len((p / "projection.csv").read_text().splitlines()) == 1 + 60
 
 
 @pytest.mark.parametrize("args", [

@@ -1,8 +1,9 @@
 """``kdlens embed``: embed a trained model's activations at points A–E, with metrics and plots.
 
-Everything the user gave is checked before any work (method and its parameters, points, n,
-run directories and their checkpoints, points present in the model); a mistake prints one
-message and exits 2 with nothing written.
+Everything the user gave is checked before any work (method and its parameters, points,
+--images, run directories and their checkpoints, the dataset against the runs', points present
+in the model); a mistake prints one message and exits 2 with nothing written.  The result is an
+analysis in the run store (``--out``, default ``runs``): ``STORE/embed-METHOD-RUN-HASH/``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from typing import Any
 import typer
 
 from kdlens.cli.errors import user_errors_exit_2
+from kdlens.cli.explain_options import (
+    ALLOW_MISMATCH_HELP,
+    DEFAULT_STORE,
+    RESTART_HELP,
+    STORE_HELP,
+    refuse_renamed,
+    renamed_option,
+)
+from kdlens.cli.options import THREADS_HELP
 from kdlens.errors import KdlensError
 
 OPTIONAL_MODULES = {"tsne": ("openTSNE", "kdlens[embed]"), "umap": ("umap", "kdlens[umap]")}
@@ -72,34 +82,41 @@ def embed(
     ),
     weights: str = typer.Option(
         None, "--weights", help="weights file of that model (with --teacher-model REF; without --run it needs "
-        "--dataset and --out)"
+        "--dataset)"
     ),
     points: str = typer.Option("A,B,C,D,E", help="extraction points, e.g. A,B,C,D,E"),
     method: str = typer.Option("ivis", help="ivis | tsne | umap | pca"),
-    n: int = typer.Option(2000, help="test images to embed (seeded random subset)"),
+    images: int = typer.Option(2000, "--images", help="test images to embed (seeded random subset; all of the "
+                               "test split when it has fewer)"),
     pool: bool = typer.Option(False, "--pool/--flatten", help="spatial mean pooling of conv activations, or flatten (paper)"),
-    out: str = typer.Option(
-        None, help="output directory (default: FIRST_RUN/embed-METHOD; required without --run)"
-    ),
+    out: str = typer.Option(DEFAULT_STORE, help=STORE_HELP),
     seed: int = typer.Option(0, help="seed of the subset and of the embedding"),
     param: list[str] = typer.Option(None, "--param", help="method parameter key=value, repeatable (e.g. epochs=100)"),
-    k: int = typer.Option(10, help="neighbours for trustworthiness / continuity / kNN preservation"),
+    neighbours: int = typer.Option(10, "--neighbours", help="neighbours for trustworthiness / continuity / kNN "
+                                   "preservation"),
     mass: float = typer.Option(0.9, help="probability mass of the class regions (class-area ratio)"),
     dataset: str = typer.Option(
-        None, help="dataset: a catalog name, folder:DIR or python:pkg.module:make (default: the run's; "
+        None, help="dataset: a catalog name, folder:DIR or python:pkg.module:make (default: the runs'; "
         "required without --run)"
     ),
     root: str = typer.Option(None, help="dataset root (default: the run's)"),
+    allow_dataset_mismatch: bool = typer.Option(False, "--allow-dataset-mismatch", help=ALLOW_MISMATCH_HELP),
     device: str = typer.Option("cpu", help="device for the model forward passes"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress lines (notes about the input still show)"),
+    old_k: str = renamed_option("--k", "--neighbours"),
+    old_n: str = renamed_option("--n", "--images"),
 ) -> None:
     """Embed activations at extraction points A–E (Lee & Wallraven 2021): npz, metrics CSV, plots.
 
     Models: run directories (--run) and/or a model trained outside kdlens (--teacher-model REF
-    --weights PATH).  Of a large (streamed) dataset only the --n sampled test images are read.
+    --weights PATH).  Of a large (streamed) dataset only the --images sampled test images are
+    read.  Writes to STORE/embed-METHOD-RUN-HASH/, recorded in the run store (--out).
     """
     import numpy as np
 
+    from kdlens.distill.cache import weights_hash
     from kdlens.explain.embed import (
         class_area_ratios,
         embedding_quality,
@@ -114,17 +131,24 @@ def embed(
     from kdlens.explain.embed.points import subsample
     from kdlens.explain.inputs import (
         check_model_options,
+        choose_dataset,
         example_batch,
         is_streamed,
         load_explained_model,
         open_data,
         rows_in_memory,
+        run_analysis,
     )
     from kdlens.store import RunDir, atomic_write_bytes
+    from kdlens.store.analysis import check_store
     from kdlens.train.teacher import resolve_checkpoint
+    from kdlens.train.threads import choose_threads, set_threads
 
     say = (lambda *a: None) if quiet else typer.echo
     # ---- validate everything first
+    refuse_renamed({"--k": (old_k, "--neighbours", "neighbours of the embedding metrics; --k meant clusters in "
+                            "kdlens hints"),
+                    "--n": (old_n, "--images", "test images to embed; --n meant training samples in kdlens hints")})
     EMBEDDERS.get(method)
     if method in OPTIONAL_MODULES and importlib.util.find_spec(OPTIONAL_MODULES[method][0]) is None:
         mod, extra = OPTIONAL_MODULES[method]
@@ -132,94 +156,122 @@ def embed(
     params = {"seed": seed, **parse_params(param)}
     make_embedder(method, **params)  # unknown parameters fail here
     wanted = parse_points(points)
-    if n < 10:
-        raise KdlensError(f"--n must be at least 10 points; got {n}")
+    if images < 10:
+        raise KdlensError(f"--images must be at least 10 test images; got {images}")
     if not 0 < mass < 1:
         raise KdlensError(f"--mass must be in (0, 1); got {mass}")
-    if k < 1 or k >= n / 2:
-        raise KdlensError(f"--k must be in 1..{(n - 1) // 2} for n = {n}; got {k}")
+    _check_neighbours(neighbours, images)
+    choose_threads(threads)  # --threads < 1 → error here
     run = list(run or [])
     if teacher_model is not None and weights is None and run:
         raise KdlensError(f"--teacher-model {teacher_model!r} needs --weights PATH (a run directory names its own "
                           "architecture)")
-    check_model_options(run, teacher_model, weights, ref_flag="--run", ref_forms="a run directory",
-                        dataset=dataset, out=out)
+    check_model_options(run, teacher_model, weights, ref_flag="--run", ref_forms="a run directory", dataset=dataset)
+    store = check_store(out)
     configs = []
     for r in run:
         if not (Path(r) / "config.yaml").is_file():
             raise KdlensError(f"--run {r}: no such run directory (a run directory holds config.yaml and checkpoints/last.pt)")
         resolve_checkpoint(r)
         configs.append(RunDir(Path(r)).read_config())
-    data_names = {dataset or c.get("data", {}).get("name") for c in configs} if configs else {dataset}
-    if len(data_names) != 1:
-        raise KdlensError(f"the runs use different datasets ({', '.join(map(str, data_names))}); embed them separately")
-    data = open_data(data_names.pop(), root, configs[0] if configs else None)
+    name, own = choose_dataset(run, dataset, allow_dataset_mismatch, ref_flag="--run")
+    data = open_data(name, root, own or (configs[0] if configs else None))
     split = data.split("test")
+    if images > len(split):
+        typer.echo(f"note: --images {images}, but the test split of {name} has {len(split)} images: embedding all "
+                   f"{len(split)}")
+    count = min(images, len(split))
+    _check_neighbours(neighbours, count)
     models = {}
     sources = [(r, None) for r in run] + ([(None, weights)] if weights is not None else [])
     names = _run_names([r if r is not None else w for r, w in sources])
-    for name, (r, w) in zip(names, sources, strict=True):
+    for label, (r, w) in zip(names, sources, strict=True):
         model = load_explained_model(r, split, teacher_model if w is not None else None, w).model
         select_points(model, wanted, example_batch(split, 1))
-        models[name] = model
-    out_dir = Path(out) if out else Path(run[0]) / f"embed-{method}"
-    # a streamed split (large folder, a user's Dataset): decode only the n sampled test images
-    sample = subsample(split.labels, n, seed) if is_streamed(split) else None
+        models[label] = model
+    # a streamed split (large folder, a user's Dataset): decode only the sampled test images
+    sample = subsample(split.labels, count, seed) if is_streamed(split) else None
     test = rows_in_memory(split, sample) if sample is not None else split
     try:
         groups = superclass_groups(test)
     except KdlensError:
         groups = None
 
-    # ---- work
-    rows, area_rows, sc_rows = [], [], []
-    embeddings: dict[str, dict[str, np.ndarray]] = {}
-    labels = None
-    for name, model in models.items():
-        t0 = time.perf_counter()
-        acts = point_activations(model, test, points=[*wanted, *(["E"] if "E" not in wanted else [])],
-                                 n=n if sample is None else None,
-                                 reduce="mean" if pool else "flatten", device=device, seed=seed)
-        labels = acts.labels
-        say(f"{name}: activations of {len(acts.indices)} test images in {time.perf_counter() - t0:.1f} s")
-        embeddings[name] = {}
-        indices = acts.indices if sample is None else sample[acts.indices]  # rows of the test split
-        buf: dict[str, np.ndarray] = {"labels": acts.labels, "indices": indices}
-        for p in wanted:
-            x = acts.features[p]
-            t0 = time.perf_counter()
-            est = make_embedder(method, **params)
-            emb = est.fit_transform(x)
-            secs = time.perf_counter() - t0
-            embeddings[name][p] = emb
-            buf[p] = emb
-            q = embedding_quality(x, emb, labels=acts.labels, k=k, seed=seed)
-            areas = class_area_ratios(emb, acts.labels, mass=mass) if emb.shape[1] == 2 else None
-            loss = getattr(est, "loss_", None)
-            rows.append([name, p, acts.layers[p], x.shape[1], method, q["trustworthiness"], q["continuity"],
-                         q["knn_preservation"], q["knn_accuracy"], q["distance_spearman"],
-                         None if areas is None else areas.mean, loss, getattr(est, "n_epochs_", None), secs])
-            if areas is not None:
-                area_rows += [[name, p, int(c), float(rv)] for c, rv in zip(areas.classes, areas.ratios, strict=True)]
-            say(f"  {p} ({acts.layers[p]}, {x.shape[1]} features): {method} {secs:.1f} s, "
-                f"T={q['trustworthiness']:.3f}, kNN-pres={q['knn_preservation']:.3f}"
-                + ("" if areas is None else f", class-area={areas.mean:.3f}")
-                + ("" if loss is None else f", ivis loss={loss:.4f}"))
-        bio = io.BytesIO()
-        np.savez(bio, **buf)
-        atomic_write_bytes(out_dir / name / "embeddings.npz", bio.getvalue())
-        if groups is not None:
-            sc = superclass_correlation(acts.features["E"], groups)
-            sc_rows.append([name, sc.within, sc.between, *sc.per_group.values()])
+    identity = {
+        "models": [[label, weights_hash(m)] for label, m in models.items()],
+        "data": {"name": name, "split": "test", "fingerprint": data.fingerprint, "classes": list(split.classes)},
+        "points": wanted, "method": method, "params": params, "images": count, "pool": pool, "seed": seed,
+        "neighbours": neighbours, "mass": mass,
+    }
+    first = configs[0].get("model", {}).get("name") if configs else teacher_model
+    resolved = {
+        "runs": run, "teacher_model": teacher_model, "weights": weights, "model": {"name": first},
+        "data": {"name": name, "root": root}, "allow_dataset_mismatch": allow_dataset_mismatch, "points": wanted,
+        "method": method, "params": params, "images": images, "pool": pool, "seed": seed, "neighbours": neighbours,
+        "mass": mass, "device": device, "threads": threads, "out": str(out),
+    }
 
-    header = ["run", "point", "layer", "features", "method", *METRIC_COLUMNS]
-    _write_csv(out_dir / "metrics.csv", header, rows)
-    if area_rows:
-        _write_csv(out_dir / "class_areas.csv", ["run", "point", "class", "ratio"], area_rows)
-    if sc_rows and groups is not None:
-        _write_csv(out_dir / "superclass.csv", ["run", "within_r2", "between_r2", *groups], sc_rows)
-    _figures(out_dir, method, embeddings, labels, test.classes, rows, area_rows)
-    say(f"wrote {out_dir}/metrics.csv, embeddings and plots")
+    # ---- work
+    def body(out_dir: Path) -> dict:
+        set_threads(threads, log=not quiet)
+        rows, area_rows, sc_rows = [], [], []
+        embeddings: dict[str, dict[str, np.ndarray]] = {}
+        labels = None
+        for label, model in models.items():
+            t0 = time.perf_counter()
+            acts = point_activations(model, test, points=[*wanted, *(["E"] if "E" not in wanted else [])],
+                                     n=count if sample is None else None,
+                                     reduce="mean" if pool else "flatten", device=device, seed=seed)
+            labels = acts.labels
+            say(f"{label}: activations of {len(acts.indices)} test images in {time.perf_counter() - t0:.1f} s")
+            embeddings[label] = {}
+            indices = acts.indices if sample is None else sample[acts.indices]  # rows of the test split
+            buf: dict[str, np.ndarray] = {"labels": acts.labels, "indices": indices}
+            for p in wanted:
+                x = acts.features[p]
+                t0 = time.perf_counter()
+                est = make_embedder(method, **params)
+                emb = est.fit_transform(x)
+                secs = time.perf_counter() - t0
+                embeddings[label][p] = emb
+                buf[p] = emb
+                q = embedding_quality(x, emb, labels=acts.labels, k=neighbours, seed=seed)
+                areas = class_area_ratios(emb, acts.labels, mass=mass) if emb.shape[1] == 2 else None
+                loss = getattr(est, "loss_", None)
+                rows.append([label, p, acts.layers[p], x.shape[1], method, q["trustworthiness"], q["continuity"],
+                             q["knn_preservation"], q["knn_accuracy"], q["distance_spearman"],
+                             None if areas is None else areas.mean, loss, getattr(est, "n_epochs_", None), secs])
+                if areas is not None:
+                    area_rows += [[label, p, int(c), float(rv)] for c, rv in zip(areas.classes, areas.ratios, strict=True)]
+                say(f"  {p} ({acts.layers[p]}, {x.shape[1]} features): {method} {secs:.1f} s, "
+                    f"T={q['trustworthiness']:.3f}, kNN-pres={q['knn_preservation']:.3f}"
+                    + ("" if areas is None else f", class-area={areas.mean:.3f}")
+                    + ("" if loss is None else f", ivis loss={loss:.4f}"))
+            bio = io.BytesIO()
+            np.savez(bio, **buf)
+            atomic_write_bytes(out_dir / label / "embeddings.npz", bio.getvalue())
+            if groups is not None:
+                sc = superclass_correlation(acts.features["E"], groups)
+                sc_rows.append([label, sc.within, sc.between, *sc.per_group.values()])
+
+        header = ["run", "point", "layer", "features", "method", *METRIC_COLUMNS]
+        _write_csv(out_dir / "metrics.csv", header, rows)
+        if area_rows:
+            _write_csv(out_dir / "class_areas.csv", ["run", "point", "class", "ratio"], area_rows)
+        if sc_rows and groups is not None:
+            _write_csv(out_dir / "superclass.csv", ["run", "within_r2", "between_r2", *groups], sc_rows)
+        _figures(out_dir, method, embeddings, labels, test.classes, rows, area_rows)
+        return {"dataset": name, "method": method, "points": wanted, "runs": list(models), "images": count}
+
+    outcome = run_analysis("embed", [r if r is not None else w for r, w in sources], identity, resolved, store, body,
+                           command=method, restart=restart, log=typer.echo)
+    if not outcome.skipped:
+        say(f"wrote {outcome.path}/metrics.csv, embeddings and plots")
+
+
+def _check_neighbours(k: int, n: int) -> None:
+    if k < 1 or k >= n / 2:
+        raise KdlensError(f"--neighbours must be in 1..{(n - 1) // 2} for {n} images; got {k}")
 
 
 def _figures(out_dir: Path, method: str, embeddings: dict, labels: Any, classes: list[str],

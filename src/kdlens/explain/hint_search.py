@@ -452,13 +452,16 @@ def auto_hint_layers(
     """Teacher hint layers for ``--hints auto``: PURSUhInT centres of k clusters (k =
     number of conventional points unless given; linear CKA; post-activation).
 
-    Reuses a saved search for the same teacher weights, dataset and settings — first
-    ``<teacher run>/hints/hints.json`` (written by ``kdlens hints``), then ``cache_dir`` —
+    Reuses a saved search for the same teacher weights, dataset and settings — first the
+    finished ``kdlens hints`` analyses (``STORE/hints-…/hints.json``) of the run store that
+    holds the teacher run and of the one that holds ``cache_dir``, then
+    ``<teacher run>/hints/hints.json`` (where older kdlens wrote them), then ``cache_dir`` —
     and otherwise runs :func:`find_hint_points` (representations cached under the teacher
-    run's ``hints/cache`` when it exists, else ``cache_dir/reps``) and saves the result
-    in ``cache_dir``.
+    run's ``hints/cache`` when it exists, else ``cache_dir/reps``, where ``kdlens hints``
+    caches them too) and saves the result in ``cache_dir``.
     """
     from kdlens.distill.cache import weights_hash
+    from kdlens.store.analysis import finished_analyses, store_holding
 
     names = candidate_layers(model, form)
     if k is None:
@@ -467,7 +470,10 @@ def auto_hint_layers(
     weights = weights_hash(model)
     cache = Path(cache_dir)
     run_hints = Path(teacher_ref) / "hints" if teacher_ref is not None and Path(teacher_ref).is_dir() else None
-    searched = [run_hints / "hints.json"] if run_hints is not None else []
+    stores = dict.fromkeys(s for s in (store_holding(Path(teacher_ref).parent) if run_hints is not None else None,
+                                       store_holding(cache)) if s is not None)
+    searched = [folder / "hints.json" for store in stores for folder in finished_analyses(store, "hints")]
+    searched += [run_hints / "hints.json"] if run_hints is not None else []
     found = find_saved_search([*searched, cache], weights, train.name, k, metric, rule, form)
     if found is not None:
         result, path = found

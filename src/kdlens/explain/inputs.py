@@ -3,7 +3,11 @@
 A model comes either from kdlens — a run directory or a checkpoint file — or from outside it:
 a model reference (zoo name, ``torchvision:NAME``, ``timm:NAME``, ``pkg.module:Class``) and a
 local weights file (``--teacher-model REF --weights PATH``).  Such a model has no run
-directory, so the dataset (and the output folder) must be given.
+directory, so the dataset must be given.  A run directory's dataset is the default, and
+another one is refused unless asked for (:func:`choose_dataset`).
+
+What a command computed is an analysis recorded in the run store (:func:`run_analysis`;
+where it goes: :mod:`kdlens.store.analysis`).
 
 The data is a catalog name or a dataset reference (``folder:DIR``, ``python:pkg.mod:make``;
 :func:`kdlens.data.reference.resolve_data`).  The explain tools read whole arrays, so the
@@ -45,14 +49,13 @@ def check_model_options(
     ref_forms: str = "a run directory or a checkpoint file",
     allow_both: bool = True,
     dataset: str | None = None,
-    out: str | None = None,
 ) -> None:
     """Check how the user named the model(s) before any work (every failure a :class:`KdlensError`).
 
     ``refs``: kdlens runs / checkpoints (``ref_flag``); ``model`` + ``weights``: a model trained
-    outside kdlens.  Without any ``refs`` there is no run directory to take the dataset and
-    the output folder from, so ``dataset`` and ``out`` must then be given.  ``allow_both``:
-    whether runs and an outside model may be explained side by side.
+    outside kdlens.  Without any ``refs`` there is no run directory to take the dataset
+    from, so ``dataset`` must then be given.  ``allow_both``: whether runs and an outside
+    model may be explained side by side.
     """
     if weights is not None and model is None:
         raise KdlensError(
@@ -81,17 +84,11 @@ def check_model_options(
             f"weights file {weights!r} does not exist (--weights must be a local file: a state_dict "
             "saved with torch.save(model.state_dict(), PATH) or a checkpoint holding one)"
         )
-    if not refs:
-        if dataset is None:
-            raise KdlensError(
-                "a model given by --teacher-model/--weights has no run directory to take the dataset "
-                f"from: give --dataset ({DATASET_REFERENCE_FORMS})"
-            )
-        if out is None:
-            raise KdlensError(
-                "a model given by --teacher-model/--weights has no run directory to write into: "
-                "give --out DIR"
-            )
+    if not refs and dataset is None:
+        raise KdlensError(
+            "a model given by --teacher-model/--weights has no run directory to take the dataset "
+            f"from: give --dataset ({DATASET_REFERENCE_FORMS})"
+        )
 
 
 def example_batch(data: Dataset | StreamedDataset, n: int = 2) -> torch.Tensor:
@@ -136,6 +133,46 @@ def model_label(ref: str | None, weights: str | None = None) -> str:
 # ----------------------------------------------------------------------------------------------
 # the data
 # ----------------------------------------------------------------------------------------------
+def choose_dataset(
+    refs: Sequence[str],
+    dataset: str | None,
+    allow_mismatch: bool = False,
+    *,
+    ref_flag: str = "--teacher",
+) -> tuple[str, dict[str, Any] | None]:
+    """The dataset to explain the runs / checkpoints ``refs`` on, and the run config
+    (``{"data": …}``) whose root and resolve settings apply to it (``None``: no run used it).
+
+    The runs' own dataset is the default.  A ``dataset`` other than a run's, or runs trained
+    on different datasets without ``dataset``, is a :class:`KdlensError` unless
+    ``allow_mismatch`` (issue 14: a teacher of Fashion-MNIST was silently explained on
+    digits).  Checkpoint files and outside weights know no dataset: with no run among
+    ``refs`` a ``dataset`` must be given.
+    """
+    from kdlens.train.teacher import teacher_training_data
+
+    trained = [(ref, teacher_training_data(ref)) for ref in refs]
+    trained = [(ref, d) for ref, d in trained if d and d.get("name")]
+    if dataset is None:
+        if not trained:
+            what = (f"{ref_flag} {refs[0]!r} is a checkpoint file, not a run directory, so there is no dataset to "
+                    "default to" if refs else "no dataset")
+            raise KdlensError(f"{what}: give --dataset ({DATASET_REFERENCE_FORMS})")
+        names = sorted({d["name"] for _, d in trained})
+        if len(names) > 1:
+            listing = ", ".join(f"{ref} ({d['name']})" for ref, d in trained)
+            raise KdlensError(f"the runs were trained on different datasets: {listing}; explain them separately, "
+                              "or choose one with --dataset NAME --allow-dataset-mismatch")
+        return names[0], {"data": trained[0][1]}
+    other = [(ref, d["name"]) for ref, d in trained if d["name"] != dataset]
+    if other and not allow_mismatch:
+        ref, name = other[0]
+        raise KdlensError(f"{ref_flag} {ref!r} was trained on {name!r} but --dataset is {dataset!r}; leave out "
+                          f"--dataset to use {name!r}, or add --allow-dataset-mismatch if this is intended")
+    own = next((d for _, d in trained if d["name"] == dataset), None)
+    return dataset, ({"data": own} if own is not None else None)
+
+
 def is_dataset_reference(name: str) -> bool:
     """``folder:DIR`` / ``python:…`` (resolved by :func:`resolve_data`), not a catalog name."""
     return split_dataset_reference(name)[0] != "catalog"
@@ -241,3 +278,39 @@ def sample_key(data: Dataset | StreamedDataset, fingerprint: str | None = None,
 def is_streamed(data: Any) -> bool:
     """Whether ``data`` is a streamed split (read item by item), not held in memory."""
     return isinstance(data, StreamedDataset)
+
+
+# ----------------------------------------------------------------------------------------------
+# the analysis in the run store
+# ----------------------------------------------------------------------------------------------
+def run_analysis(
+    kind: str,
+    subjects: Sequence[str],
+    identity: dict[str, Any],
+    resolved: dict[str, Any],
+    store: str | Path,
+    body: Any,
+    *,
+    command: str | None = None,
+    restart: bool = False,
+    log: Any = print,
+) -> Any:
+    """Run ``body(directory) -> summary`` as an analysis recorded in the run store ``store``.
+
+    The directory is ``STORE/<kind>[-<command>]-<first subject>-<hash of identity>``
+    (:func:`kdlens.store.analysis.analysis_name`); the store row of ``kind`` says running /
+    done / failed (why), ``config.yaml`` holds ``resolved`` and ``result.json`` the summary
+    (:func:`kdlens.train.run.execute_run`).  ``identity``: what determines the result (model
+    weights, data, settings — not the device or threads).  A finished analysis is skipped
+    (``log`` says so) unless ``restart``.  Returns the
+    :class:`~kdlens.train.run.RunOutcome` (``path``, ``skipped``, ``metrics``)."""
+    from kdlens.store.analysis import analysis_name
+    from kdlens.train.run import execute_run
+
+    head = {"kind": kind, **({"command": command} if command else {})}
+    outcome = execute_run(kind, {**head, **identity}, {**head, **resolved}, str(store),
+                          analysis_name(kind, subjects, command), False,
+                          lambda run_dir: dict(body(run_dir.path) or {}), restart=restart)
+    if outcome.skipped and log is not None:
+        log(f"{outcome.run_id}: already done (skipped): {outcome.path}; add --restart to compute it again")
+    return outcome
