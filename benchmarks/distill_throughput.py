@@ -1,7 +1,7 @@
 """Distillation throughput: teacher-output cache vs a teacher forward on every batch.
 
-In one process, on Fashion-MNIST (or synthetic 28×28 data when absent), thesis-size
-teacher (``thesis_teacher_small``, 1.56M parameters) → ``thesis_student``, KD (T=4):
+In one process, on Fashion-MNIST (or synthetic 28×28 data when absent), kdlens's CNN
+teacher (``cnn_teacher_small``, 1.56M parameters) → ``cnn_student``, KD (T=4):
 
 1. reference: a plain loop as in most KD repositories — ``DataLoader`` over per-image
    PIL → ToTensor → Normalize, teacher forward on every batch, KD + CE, SGD step;
@@ -87,8 +87,8 @@ def main() -> None:
     if args.teacher:
         teacher = load_teacher(args.teacher, data).model
     else:
-        teacher = create_model("thesis_teacher_small", 10, in_channels=1, input_size=28).eval()
-    make_student = lambda: create_model("thesis_student", 10, in_channels=1, input_size=28)  # noqa: E731
+        teacher = create_model("cnn_teacher_small", 10, in_channels=1, input_size=28).eval()
+    make_student = lambda: create_model("cnn_student", 10, in_channels=1, input_size=28)  # noqa: E731
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {len(idx)} images, batch {args.batch_size}")
 
     device = torch.device("cpu")

@@ -4,7 +4,7 @@ Data: the first ``--n`` Fashion-MNIST test images (Debian package dataset-fashio
 
 * ``raw``: the 784 pixels scaled to [0, 1];
 * ``act``: a 16,384-d layer activation: the images zero-padded to 32 × 32, the thesis student
-  CNN (``thesis_student``, input_size 32) trained for ``--train-epochs`` epochs (default 1,
+  CNN (``cnn_student``, input_size 32) trained for ``--train-epochs`` epochs (default 1,
   Adam 1e-3, batch 128, on the 60,000 training images; 0 = untrained, seeded), extraction point
   A = ``stage1.0``, 16 channels × 32 × 32 flattened — the size of the paper's 10,000 × 16,384
   case (Lee & Wallraven 2021: Ivis 600 s, t-SNE 3,700 s). Every method embeds its PCA to
@@ -91,9 +91,9 @@ def load_images(n: int) -> tuple[torch.Tensor, np.ndarray, object]:
 
 
 def quick_cnn(epochs: int, seed: int = 0) -> torch.nn.Module:
-    """thesis_student at 32 × 32, trained ``epochs`` epochs on padded Fashion-MNIST (0: untrained)."""
+    """cnn_student at 32 × 32, trained ``epochs`` epochs on padded Fashion-MNIST (0: untrained)."""
     torch.manual_seed(seed)
-    model = create_model("thesis_student", num_classes=10, in_channels=1, input_size=32)
+    model = create_model("cnn_student", num_classes=10, in_channels=1, input_size=32)
     if epochs <= 0:
         return model.eval()
     train = load_dataset("fashion-mnist", "train")
@@ -229,7 +229,7 @@ def main() -> None:
         t_fwd = time.perf_counter() - t
         t = time.perf_counter()
         x_in = act if args.act_pca <= 0 else PCAEmbedder(args.act_pca).fit_transform(act)
-        print(f"\nactivation: thesis_student {acts.layers['A']} {acts.shapes['A']} → {act.shape[1]} features; "
+        print(f"\nactivation: cnn_student {acts.layers['A']} {acts.shapes['A']} → {act.shape[1]} features; "
               f"CNN training {t_train:.1f} s ({args.train_epochs} epochs), forward {t_fwd:.1f} s, "
               f"PCA to {x_in.shape[1]}: {time.perf_counter() - t:.1f} s", flush=True)
         rows += bench_case("act", act, np.ascontiguousarray(x_in), acts.labels, args)

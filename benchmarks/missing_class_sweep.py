@@ -1,7 +1,7 @@
 """Fashion-MNIST missing-class sweep (Vats 2021 §4.4): vectorised vs one-by-one, in one process.
 
-10 removed classes × 7 temperatures (3, 6, 9, 12, 15, 18, 20) = 70 thesis students (or, with
-``--student baseline_student``, the thesis's linear baseline student), fixed epochs, distilled from a ``thesis_teacher_small`` whose logits are computed **once** and shared
+10 removed classes × 7 temperatures (3, 6, 9, 12, 15, 18, 20) = 70 CNN students (``cnn_student``; or, with
+``--student baseline_student``, the thesis's linear baseline student), fixed epochs, distilled from a ``cnn_teacher_small`` whose logits are computed **once** and shared
 by both paths.
 
 * vectorised: :func:`kdlens.train.vectorized.train_students` — all 70 students in stacks of
@@ -25,7 +25,7 @@ loads one (a run directory, or a checkpoint with ``--teacher-model``).
 
     python benchmarks/missing_class_sweep.py --train-subset 12800 --epochs 1 --teacher-examples 10000 --single-count 5
 
-Measured here (2-core CPU, quiet): thesis student 0.87× (12,800 images, full test set) to
+Measured here (2-core CPU, quiet): CNN student 0.87× (12,800 images, full test set) to
 1.20× (2,560 images): stacking gives the CNN nothing on this CPU, where its training is bound by
 activation memory traffic that grows with the number of students; ``--student
 baseline_student``: 6.3×. ``benchmarks/student_step_roofline.py`` measures the ceiling: one CNN student
@@ -60,12 +60,12 @@ def main() -> None:
     ap.add_argument("--test-subset", type=int, default=None, help="evaluate on N random test images (default all 10k)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--student", default="thesis_student", help="thesis_student (general CNN) or baseline_student (linear)")
+    ap.add_argument("--student", default="cnn_student", help="cnn_student (general CNN) or baseline_student (linear)")
     ap.add_argument("--chunk-size", type=int, default=35, help="students per stacked forward pass (35: ~3 GB)")
     ap.add_argument("--backend", default="grouped", choices=["grouped", "vmap"])
     ap.add_argument("--single-count", type=int, default=3, help="students run one-by-one (extrapolated)")
     ap.add_argument("--teacher", default=None, help="teacher run directory / checkpoint (default: train one)")
-    ap.add_argument("--teacher-model", default="thesis_teacher_small")
+    ap.add_argument("--teacher-model", default="cnn_teacher_small")
     ap.add_argument("--teacher-epochs", type=int, default=1)
     ap.add_argument("--teacher-examples", type=int, default=10000)
     ap.add_argument("--channels-last", action="store_true", help="channels-last activations in both paths")

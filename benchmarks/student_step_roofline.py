@@ -36,7 +36,7 @@ from kdlens.models import create_model
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", default="thesis_student")
+    ap.add_argument("--student", default="cnn_student")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--gemm-size", type=int, default=2048, help="n for the n×n·n×n reference product")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")

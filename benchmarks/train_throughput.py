@@ -87,7 +87,7 @@ def cases(n_images: int):
         data = load_dataset("synthetic", "train", n=n_images, channels=1, size=28)
         name = "synthetic-28"
     idx = torch.arange(min(n_images, len(data)))
-    yield ("thesis_student", {"input_size": 28}, name, data.images[idx], data.labels[idx], data.mean, data.std, False)
+    yield ("cnn_student", {"input_size": 28}, name, data.images[idx], data.labels[idx], data.mean, data.std, False)
     # 32×32 colour images (CIFAR-shaped): synthetic, with CIFAR-style crop + flip.
     cifar = load_dataset("synthetic", "train", n=n_images, channels=3, size=32)
     yield ("resnet20", {}, "synthetic-32x32x3", cifar.images, cifar.labels, cifar.mean, cifar.std, True)

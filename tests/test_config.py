@@ -72,7 +72,7 @@ def test_example_train_configs_validate():
     examples = Path(__file__).resolve().parents[1] / "examples"
     teacher = load_config(TrainConfig, examples / "teacher_fmnist.yaml")
     # the recipe that gave the 94.15% teacher of benchmarks/RESULTS.md
-    assert (teacher.model.name, teacher.epochs, teacher.optim.schedule) == ("thesis_teacher_small", 40, "cosine")
+    assert (teacher.model.name, teacher.epochs, teacher.optim.schedule) == ("cnn_teacher_small", 40, "cosine")
     # (bf16 on that AVX-512-BF16 machine; precision=auto picks bf16 only where it is native)
     assert (teacher.data.crop_padding, teacher.data.hflip, teacher.precision) == (2, True, "auto")
-    assert load_config(TrainConfig, examples / "train.yaml").model.name == "thesis_teacher_small"
+    assert load_config(TrainConfig, examples / "train.yaml").model.name == "cnn_teacher_small"

@@ -11,6 +11,7 @@ from kdlens.models import (  # noqa: F401  (importing registers the models)
     resnet_imagenet,
     shufflenet,
     thesis_cnn,
+    vats_thesis,
     wrn,
 )
 from kdlens.models.registry import count_parameters, create_model, list_models, register_model

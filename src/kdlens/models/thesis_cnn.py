@@ -1,28 +1,40 @@
-"""The models of Vats 2021 (*Response-based knowledge distillation*, thesis; see also Vats &
-Crandall 2021, arXiv:2112.10047): two CNN teachers, a small CNN student and a linear
-baseline student, for 28×28 (Fashion-MNIST), 32×32 (CIFAR-10) and 8×8 (digits) inputs.
+"""kdlens's small pooled CNNs: two CNN teachers, a CNN student and a linear baseline student,
+for 28×28 (Fashion-MNIST), 32×32 (CIFAR-10) and 8×8 (digits) inputs.
 
-The thesis's exact layer shapes were not available to us: the CNN layer shapes below are
-kdlens's own choice, matched to the published totals at 28×28×1 with 10 classes.
+These are **not** the models of Vats 2021 (*Response-based knowledge distillation*): those are
+in :mod:`kdlens.models.vats_thesis` (``vats_student_fmnist``, ``vats_teacher_fmnist_small``, …),
+rebuilt from the thesis's published parameter counts. The CNNs here were kdlens's own stand-ins,
+sized to the thesis's Fashion-MNIST teachers but with batch norm, which the thesis's small
+teachers do not have; the large one has 6 conv + 1 hidden dense layers where the thesis's has
+4 + 4, and the student is 3.5× the thesis's 50,186 parameters. They were registered as
+``thesis_teacher_small``, ``thesis_teacher_large`` and ``thesis_student``; those names still
+build the same models but are deprecated (a :class:`DeprecationWarning`): use the ``cnn_*``
+names. The classes keep their names so that existing runs keep their architecture fingerprints.
+
 Each CNN is three stages of [conv3×3 (no bias) → BN → ReLU] units, each stage ending in a
 2×2 max pool, then flatten → dense → ReLU → ``penultimate`` → (dropout) → linear ``fc``.
 
 =====================  ===========================  =====  =========  ===============
 model                  conv units (stage widths)    dense  dropout    params 28×28×1
 =====================  ===========================  =====  =========  ===============
-thesis_teacher_small   1 per stage, 64/128/256      512    0          1,555,402 (~1.56M)
-thesis_teacher_large   2 per stage, 64/128/256      512    0.5 (*)    2,330,442 (~2.34M)
-thesis_student         1 per stage, 16/32/64        256    0            173,690
+cnn_teacher_small      1 per stage, 64/128/256      512    0          1,555,402 (~1.56M)
+cnn_teacher_large      2 per stage, 64/128/256      512    0.5 (*)    2,330,442 (~2.34M)
+cnn_student            1 per stage, 16/32/64        256    0            173,690
 baseline_student       none: one linear layer on the flattened image   7,850
 =====================  ===========================  =====  =========  ===============
 
 (*) ``dropout`` before the classifier and ``dropout / 2`` after each pooled stage.
 The flattened size depends on ``input_size`` (default 28; any size ≥ 8): 28 → 3×3, 32 → 4×4,
 8 → 1×1 after the three pools. The baseline has ``in_channels·input_size² · C + C``
-parameters: 7,850 at 28×28×1 and 30,730 at 32×32×3 with 10 classes.
+parameters: 7,850 at 28×28×1 and 30,730 at 32×32×3 with 10 classes — the thesis's baseline
+student (also registered as ``vats_baseline_28`` / ``vats_baseline_32``).
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -123,26 +135,54 @@ class LinearStudent(_SizedModel):
         return self.fc(self.penultimate(x))
 
 
-@register_model("thesis_teacher_small")
-def thesis_teacher_small(
+@register_model("cnn_teacher_small")
+def cnn_teacher_small(
     num_classes: int, in_channels: int = 3, input_size: int = 28, dropout: float = 0.0
 ) -> ThesisCNN:
-    """Vats 2021 small teacher (~1.56M parameters at 28×28×1); kdlens's layer shapes."""
+    """kdlens's small CNN teacher with BN (1,555,402 parameters at 28×28×1); not the thesis's."""
     return ThesisCNN(num_classes, in_channels, input_size, (64, 128, 256), 1, 512, dropout)
 
 
-@register_model("thesis_teacher_large")
-def thesis_teacher_large(
+@register_model("cnn_teacher_large")
+def cnn_teacher_large(
     num_classes: int, in_channels: int = 3, input_size: int = 28, dropout: float = 0.5
 ) -> ThesisCNN:
-    """Vats 2021 large teacher with dropout (~2.34M parameters at 28×28×1); kdlens's layer shapes."""
+    """kdlens's large CNN teacher with BN and dropout (2,330,442 parameters at 28×28×1); not the thesis's."""
     return ThesisCNN(num_classes, in_channels, input_size, (64, 128, 256), 2, 512, dropout)
 
 
-@register_model("thesis_student")
-def thesis_student(num_classes: int, in_channels: int = 3, input_size: int = 28, dropout: float = 0.0) -> ThesisCNN:
-    """Vats 2021 "general CNN student" (173,690 parameters at 28×28×1); kdlens's layer shapes."""
+@register_model("cnn_student")
+def cnn_student(num_classes: int, in_channels: int = 3, input_size: int = 28, dropout: float = 0.0) -> ThesisCNN:
+    """kdlens's CNN student with BN (173,690 parameters at 28×28×1); not the thesis's (``vats_student_*``)."""
     return ThesisCNN(num_classes, in_channels, input_size, (16, 32, 64), 1, 256, dropout)
+
+
+#: Deprecated names → current names. They claimed to be the thesis's models, which they are not.
+DEPRECATED_NAMES = {
+    "thesis_teacher_small": "cnn_teacher_small",
+    "thesis_teacher_large": "cnn_teacher_large",
+    "thesis_student": "cnn_student",
+}
+
+
+def _deprecated_alias(old: str, factory: Callable[..., ThesisCNN]) -> Callable[..., ThesisCNN]:
+    @functools.wraps(factory)
+    def build(*args: object, **kwargs: object) -> ThesisCNN:
+        warnings.warn(
+            f"model {old!r} is deprecated: it is not the model of Vats 2021. It builds "
+            f"{factory.__name__!r}, the same network; the thesis's models are the vats_* ones",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return factory(*args, **kwargs)
+
+    build.__doc__ = f"Deprecated name of ``{factory.__name__}`` (the same network)."
+    return build
+
+
+_CURRENT = {"cnn_teacher_small": cnn_teacher_small, "cnn_teacher_large": cnn_teacher_large, "cnn_student": cnn_student}
+for _old, _new in DEPRECATED_NAMES.items():
+    register_model(_old)(_deprecated_alias(_old, _CURRENT[_new]))
 
 
 @register_model("baseline_student")

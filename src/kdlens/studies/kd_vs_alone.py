@@ -17,7 +17,7 @@ from kdlens.train.run import run_training
 def run_kd_vs_alone(
     teacher_run: str,
     dataset: str = "fashion-mnist",
-    student: str = "thesis_student",
+    student: str = "cnn_student",
     method: str = "kd",
     seeds: Sequence[int] = (0, 1, 2),
     epochs: int = 5,

@@ -13,7 +13,7 @@ distillation*, thesis) as tools.
 >>> from kdlens.explain.softlabels import entropy_by_temperature, missing_class_test, teacher_logits
 >>> z = teacher_logits(teacher, train)                       # once; shared by every student
 >>> entropy_by_temperature(z, train.labels).mean             # mean entropy at T = 1…20
->>> missing_class_test("thesis_student", train, test, {"small": z}, ls_alphas=[0.1, 0.5])
+>>> missing_class_test("cnn_student", train, test, {"small": z}, ls_alphas=[0.1, 0.5])
 """
 
 from kdlens.explain.softlabels.entropy import (

@@ -477,7 +477,7 @@ def teacher_pretraining_sweep(
     and what its students learn. ``teachers`` maps a name to the logits of a teacher trained with
     the settings in ``configs[name]`` (e.g. ``{"batch_size": 16, "epochs": 5}``; the caller trains
     the teachers). For every teacher: mean soft-label entropy at each ``T`` and the test accuracy
-    of a student (e.g. ``"baseline_student"`` or ``"thesis_student"``) distilled at each ``T``;
+    of a student (e.g. ``"baseline_student"`` or ``"cnn_student"``) distilled at each ``T``;
     all students in one stack."""
     settings = settings or SweepSettings()
     if not teachers:

@@ -126,7 +126,7 @@ def missing_class_step(ctx: StepContext) -> dict[str, Any]:
     test = run_dataset(teachers[0][1], "test")
     logits = {name: _logits(ctx, dep, train, "train") for name, dep in teachers}
     result = missing_class_test(
-        ctx.param("student", "thesis_student"), train, test, logits, classes=ctx.param("classes"),
+        ctx.param("student", "cnn_student"), train, test, logits, classes=ctx.param("classes"),
         temperatures=ctx.param("temperatures", list(THESIS_TEMPERATURES)), ls_alphas=ctx.param("ls_alphas", [0.1, 0.5]),
         settings=_settings(ctx),
     )
@@ -155,7 +155,7 @@ def transfer_set_step(ctx: StepContext) -> dict[str, Any]:
     smallest = int(np.bincount(train.labels.numpy(), minlength=train.num_classes).min())
     ns = [n for n in ctx.param("ns", [5, 10, 20, 50, 100, 200, 500, 1000, 2000]) if n <= smallest] or [smallest]
     result = entropy_ranked_transfer_sets(
-        ctx.param("student", "thesis_student"), train, test, logits, ns=ns, T=float(ctx.param("T", 9.0)),
+        ctx.param("student", "cnn_student"), train, test, logits, ns=ns, T=float(ctx.param("T", 9.0)),
         random_seeds=ctx.param("random_seeds", [0]), min_steps=int(ctx.param("min_steps", 0)), settings=_settings(ctx),
     )
     ctx.write_csv("transfer_set.csv", result.rows())
