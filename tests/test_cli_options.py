@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 import typer
 import yaml
@@ -35,7 +34,7 @@ def test_print_config_prints_the_resolved_yaml_with_the_teachers_dataset(tmp_pat
 def test_every_option_has_a_help_line(command):
     group = typer.main.get_command(app)
     cmd = group.commands[command]
-    missing = [p.name for p in cmd.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    missing = [p.name for p in cmd.params if p.param_type_name == "option" and not p.hidden and not (p.help or "").strip()]
     assert not missing, f"{command}: options without help: {missing}"
 
 

@@ -207,6 +207,7 @@ def test_noise_command_writes_figure_csv_json(teacher_run, tmp_path):
               "--noises", "uniform", "--classes", "3", "--seeds", "0,1", "--epochs", "1", "--train-subset", "500",
               "--quiet", "--out", str(out)])
     assert r.exit_code == 0, r.output
+    (out,) = out.glob("softlabels-noise-*")  # the analysis's own directory in the store
     assert all((out / f"noise.{ext}").stat().st_size > 0 for ext in ("png", "csv", "json"))
     summary = json.loads((out / "noise.json").read_text())
     assert summary["scales"] == [0.0, 0.2] and summary["removed_classes"] == [3] and summary["noises"] == ["uniform"]
@@ -238,13 +239,15 @@ def test_pretraining_command_trains_teachers_once_and_recommends(tmp_path):
     r = _run(args)
     assert r.exit_code == 0, r.output
     assert "recommendation" in r.output and "batch size" in r.output
+    store = out
+    (out,) = store.glob("softlabels-pretraining-*")  # the analysis's own directory in the store
     assert all((out / f"pretraining.{ext}").stat().st_size > 0 for ext in ("png", "csv", "json"))
     res = json.loads((out / "pretraining.json").read_text())
     assert res["batch_sizes"] == [64, 512] and res["epochs"] == [1, 2] and res["temperatures"] == [1.0, 4.0]
     assert np.isfinite(np.asarray(res["student_accuracy"], dtype=float)).all()
     assert res["recommendation"]["batch_size"] in (64, 512)
     assert len((out / "pretraining.csv").read_text().splitlines()) == 1 + 2 * 2 * 2
-    assert len(list((out / "runs").glob("pretrain-*/checkpoints/epochs/epoch-*.pt"))) == 4
+    assert len(list(store.glob("pretrain-*/checkpoints/epochs/epoch-*.pt"))) == 4  # teachers live in the store
     from types import SimpleNamespace
 
     assert len(plot_pretraining(SimpleNamespace(**{**res, "entropy": np.asarray(res["entropy"])})).axes) == 4
