@@ -32,13 +32,16 @@ def limited_label(
     teacher_cache: str = typer.Option("auto", help="teacher-output cache for the distilled student: auto | on | off"),
     out: str = typer.Option("runs/limited-label"),
     bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
+    semi: str = typer.Option(None, help="semi-supervised baselines to run beside UD and D, comma-separated: "
+                             "pseudo_label, pi_model, mean_teacher, mixmatch, fixmatch, or all"),
 ) -> None:
-    """Lee & Wallraven 2021 Table 1: undistilled vs distilled student and teacher per label budget."""
-    from kdlens.studies.limited_label import limited_label_table, run_limited_label_study
+    """Lee & Wallraven 2021 Table 1: undistilled vs distilled student and teacher per label budget
+    (and, with --semi, the semi-supervised baselines on the same folds)."""
+    from kdlens.studies.limited_label import limited_label_table, run_limited_label_study, semi_methods
 
     rows = run_limited_label_study(dataset, _ints(budgets), folds, teacher, student, student_epochs,
                                    unlabeled_limit, teacher_init=teacher_init, teacher_cache=teacher_cache, out=out,
-                                   extra={"bf16": bf16, "channels_last": bf16})
+                                   extra={"bf16": bf16, "channels_last": bf16}, semi=semi_methods(semi))
     typer.echo(limited_label_table(rows))
 
 

@@ -80,8 +80,9 @@ def train(
     ddp: int = typer.Option(None, "--ddp", metavar="N", help="train data-parallel on N processes of this "
                             "machine (torchrun; gloo on CPU, NCCL on GPU); batch_size stays the global batch"),
 ) -> None:
-    """Train one model (supervised); under torchrun (or with --ddp N) data-parallel."""
-    from kdlens.train.run import run_training
+    """Train one model (supervised, or semi-supervised with semi=METHOD data.budget=N); under
+    torchrun (or with --ddp N) data-parallel."""
+    from kdlens.train.semi_run import run_train_config
 
     path, overrides = split_config_args(args)
     flags = flag_overrides(
@@ -91,6 +92,8 @@ def train(
         num_workers=num_workers, stream=stream,
     )
     cfg = load_config(TrainConfig, path, flags + overrides)
+    if cfg.semi is not None and (ddp is not None or "WORLD_SIZE" in os.environ):
+        raise KdlensError(f"semi={cfg.semi} trains in one process: leave out --ddp (and torchrun)")
     if ddp is not None or "WORLD_SIZE" in os.environ:
         if restart or resume_from != "last":
             raise KdlensError("--restart and --from are not available with --ddp / torchrun yet: run them "
@@ -98,8 +101,8 @@ def train(
         args = [str(path)] if path else []
         _data_parallel(cfg, ddp, args + flags + overrides, resume, quiet)
         return
-    outcome = run_training(cfg, resume=resume, progress=not quiet, restart=restart, resume_from=resume_from,
-                           resume_strict=True)
+    outcome = run_train_config(cfg, resume=resume, progress=not quiet, restart=restart, resume_from=resume_from,
+                               resume_strict=True)
     typer.echo(outcome.summary())
 
 

@@ -6,7 +6,7 @@ only what differs.  Every model forbids unknown keys so a typo fails before any 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -247,6 +247,14 @@ class DistillConfig(TrainConfig):
     pretrain_epochs: int | None = Field(
         None, ge=0, description="hint pre-training epochs for FitNet stage 1 / AB / FSP / FT (None: epochs // 4)"
     )
+
+    @field_validator("loop", mode="before")
+    @classmethod
+    def _semi_loop_is_a_train_option(cls, value: Any) -> Any:
+        if value in get_args(SemiMethod):
+            raise ValueError(f"loop={value} is a semi-supervised method, which needs no teacher: run it with "
+                             f"`kdlens train semi={value} data.budget=N`")
+        return value
 
     @model_validator(mode="after")
     def _no_semi(self) -> DistillConfig:
