@@ -144,8 +144,8 @@ def test_errors_are_readable():
         m.transform(x[:, :3])
 
 
-def test_k_clipped_on_tiny_data():
+def test_k_larger_than_the_data_is_an_error_naming_both_numbers():
     x, _ = blobs(n=20)
-    with pytest.warns(UserWarning, match="using k = 18"):
-        m = Ivis(epochs=1).fit(x)
-    assert m.k_ == 18
+    with pytest.raises(KdlensError, match=r"k = 150 neighbours but only 20 points.*k ≤ 18"):
+        Ivis(epochs=1).fit(x)
+    assert Ivis(k=18, epochs=1).fit(x).k_ == 18

@@ -50,7 +50,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -293,9 +292,11 @@ class Ivis:
             raise KdlensError(f"Ivis needs at least 4 points; got {n}")
         labels = None if y is None else _as_labels(y, n)
         k = int(self.k)
-        if k > n - 2:
-            warnings.warn(f"Ivis: k = {k} neighbours but only {n} points; using k = {n - 2}", stacklevel=2)
-            k = n - 2
+        if k > n - 2:  # as reference ivis: an error, not a silent change of the model
+            raise KdlensError(
+                f"Ivis: k = {k} neighbours but only {n} points (at most k = {n - 2}: a point, its "
+                f"{n - 2} others minus the negative); pass k ≤ {n - 2} or embed more points"
+            )
         self.k_ = k
         self.n_features_in_ = d
 

@@ -79,17 +79,28 @@ def check_same_examples(nx: int, ny: int, xname: str = "x", yname: str = "y") ->
         )
 
 
-def centred(x: np.ndarray, name: str | None = None) -> np.ndarray:
-    """Column-centred float64 copy of ``x`` (X − 1 meanᵀ = H X with H = I − 11ᵀ/n).
+def centred(x: np.ndarray, name: str | None = None, rescale: bool = True) -> np.ndarray:
+    """Column-centred float64 copy of ``x`` (X − 1 meanᵀ = H X with H = I − 11ᵀ/n), divided by
+    its largest magnitude when ``rescale``.
 
-    With ``name`` given, a representation that is constant across examples (all centred
-    values below 1e-12 of its largest magnitude, i.e. round-off) raises a KdlensError:
-    every similarity of a constant representation is 0/0.
+    Every similarity of one pair (CKA, R²_CCA, SVCCA, PWCCA) is invariant to scaling a
+    representation, and the rescaling keeps their products of sums inside float64's range:
+    without it, inputs of magnitude ≳ 1e150 overflowed (linear CKA 0.0 at 1e150, NaN at 1e155)
+    and ≲ 1e-150 underflowed.  Sums over mini-batches (:class:`MinibatchCKA`) need the batches
+    on one scale: they pass ``rescale=False``.  With ``name`` given, a representation that is
+    constant across examples (all centred values below 1e-12 of its largest magnitude, i.e.
+    round-off) raises a KdlensError: every similarity of a constant representation is 0/0.
     """
+    scale_in = float(np.max(np.abs(x))) if x.size else 0.0
+    if rescale and scale_in > 0.0 and np.isfinite(scale_in):
+        x = x / scale_in  # centring itself can overflow near float64's limit
     xc = x - x.mean(axis=0, keepdims=True)
+    peak = float(np.max(np.abs(xc))) if xc.size else 0.0
+    if rescale and peak > 0.0:
+        xc = xc / peak
     if name is not None:
         scale = float(np.max(np.abs(x))) if x.size else 0.0
-        if scale == 0.0 or float(np.max(np.abs(xc))) <= 1e-12 * scale:
+        if scale == 0.0 or peak <= 1e-12 * scale:  # peak: before its own rescaling
             raise KdlensError(
                 f"representation {name!r} is constant across examples (zero variance after "
                 "centring), so its similarity to anything is undefined; check that the layer "

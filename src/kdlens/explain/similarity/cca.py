@@ -100,6 +100,12 @@ def ridge_basis(x: Any, name: str, eps: float) -> OrthoBasis:
     n, c = X.shape
     U, s, _ = np.linalg.svd(X, full_matrices=False)
     keep = s > _rank_tol(n, c, float(s[0]))
+    if eps == 0 and int(keep.sum()) >= n - 1:
+        raise KdlensError(
+            f"R²_CCA with eps=0: representation {name!r} has {c} features for N={n} examples and spans "
+            f"every centred direction (rank {int(keep.sum())} = N − 1), so R² would be 1 whatever the "
+            "other representation is; use more examples (N > C), eps > 0 (ridge CCA, e.g. 1e-4), or svcca"
+        )
     U, s = U[:, keep], s[keep]
     mean_s2 = float(np.sum(s * s)) / c
     shrink = s / np.sqrt(s * s + eps * mean_s2)

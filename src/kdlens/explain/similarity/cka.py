@@ -68,9 +68,10 @@ class CentredKernel:
     self_inner: float
 
     @classmethod
-    def linear(cls, x: Any, name: str = "x") -> CentredKernel:
-        """Linear kernel: keep centred features if N > C (feature form), else the N×N Gram."""
-        X = centred(as_representation(x, name), name)
+    def linear(cls, x: Any, name: str = "x", rescale: bool = True) -> CentredKernel:
+        """Linear kernel: keep centred features if N > C (feature form), else the N×N Gram
+        (``rescale``: see :func:`~kdlens.explain.similarity._input.centred`)."""
+        X = centred(as_representation(x, name), name, rescale=rescale)
         n, c = X.shape
         d = np.einsum("ij,ij->i", X, X)
         if n > c:
@@ -277,8 +278,8 @@ class MinibatchCKA:
 
     def update(self, x_batch: Any, y_batch: Any) -> MinibatchCKA:
         """Add one minibatch of both layers' representations (same examples, same order)."""
-        a = CentredKernel.linear(x_batch, "x_batch")
-        b = CentredKernel.linear(y_batch, "y_batch")
+        a = CentredKernel.linear(x_batch, "x_batch", rescale=False)  # batches summed on one scale
+        b = CentredKernel.linear(y_batch, "y_batch", rescale=False)
         check_same_examples(a.n, b.n, "x_batch", "y_batch")
         if a.n <= 3:
             raise KdlensError(
