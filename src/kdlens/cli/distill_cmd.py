@@ -102,7 +102,9 @@ def methods() -> None:
 def tune(
     config: str = typer.Argument(..., help="tune YAML: base (a distill config, or kind: train), space, trials"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    teacher: str = typer.Option(None, help="teacher run directory or checkpoint file (sets base.teacher.run; "
+                                "`kdlens runs` lists the run directories)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Search any config keys (optim.lr, batch_size, loss.T, gamma, alpha, …) with Optuna on a
     validation split; resumable.  Writes OUT/NAME.best.yaml: the base with the best trial's
@@ -110,7 +112,8 @@ def tune(
     from kdlens.config import TuneConfig
     from kdlens.studies.tune import run_tune
 
-    cfg = load_config(TuneConfig, config, overrides or [])
+    flags = [f"base.teacher.run={teacher}"] if teacher is not None else []
+    cfg = load_config(TuneConfig, config, combine_overrides(flags, overrides or []))
     result = run_tune(cfg, progress=not quiet)
     typer.echo(f"best: {result['best_params']} → val acc {result['best_val_acc']:.2f}% "
                f"after {result['trials']} trials ({result['storage']})")

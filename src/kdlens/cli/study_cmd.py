@@ -24,11 +24,13 @@ def limited_label(
     dataset: str = typer.Option("fashion-mnist"),
     budgets: str = typer.Option("100,500,1000,5000", help="balanced label budgets"),
     folds: int = typer.Option(3),
-    teacher: str = typer.Option("thesis_teacher_small"),
-    student: str = typer.Option("thesis_student"),
+    teacher: str = typer.Option("thesis_teacher_small", "--teacher-model", help="teacher model reference (zoo "
+                                "name, torchvision:NAME, …) trained on each fold's labels; see --teacher-init"),
+    student: str = typer.Option("thesis_student", help="student model reference"),
     student_epochs: int = typer.Option(3, help="epochs over the unlabeled set for the distilled student"),
     unlabeled_limit: int = typer.Option(None, help="cap the unlabeled set (random, seeded)"),
-    teacher_init: str = typer.Option(None, help="fine-tune the teacher from this run/checkpoint"),
+    teacher_init: str = typer.Option(None, "--teacher-init", help="fine-tune the teacher from this run directory "
+                                     "or checkpoint file"),
     teacher_cache: str = typer.Option("auto", help="teacher-output cache for the distilled student: auto | on | off"),
     out: str = typer.Option("runs/limited-label"),
     bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
@@ -76,7 +78,8 @@ def kd_vs_alone(
 @user_errors_exit_2
 def run(
     file: str = typer.Argument(..., help="study YAML (examples/softlabel.yaml, hints.yaml, embedding.yaml)"),
-    scale: str = typer.Option(None, help="smoke | small | full (default: the file's default_scale)"),
+    scale: str = typer.Option(None, help="smoke | small | cpu | full: the scales of the example studies "
+                              "(a study file names its own under `scales`; default: its default_scale)"),
     workers: int = typer.Option(None, help="tasks at a time (default: CPU cores)"),
     executor: str = typer.Option("local", help="local | ray"),
     address: str = typer.Option(None, help="Ray cluster address (with --executor ray; default: a local instance)"),
@@ -121,7 +124,7 @@ def run(
 @user_errors_exit_2
 def status(
     file: str = typer.Argument(..., help="study YAML or study directory"),
-    scale: str = typer.Option(None, help="smoke | small | full (with a YAML file)"),
+    scale: str = typer.Option(None, help="smoke | small | cpu | full (with a YAML file: one of its scales)"),
     out: str = typer.Option(None, help="study directory (default: the file's out/SCALE)"),
     set_: list[str] = typer.Option(None, "--set", help="the same overrides as given to `study run`"),
     all_: bool = typer.Option(False, "--all", help="list every task, not only the unfinished ones"),

@@ -9,9 +9,8 @@ from pathlib import Path
 import typer
 
 from kdlens.cli.errors import user_errors_exit_2
-from kdlens.config import TrainConfig, load_config
+from kdlens.config import ModelConfig, TrainConfig, load_config
 from kdlens.errors import KdlensError
-from kdlens.models.reference import describe_reference_forms
 
 
 def split_config_args(args: list[str] | None) -> tuple[Path | None, list[str]]:
@@ -53,7 +52,7 @@ def flag_overrides(**flags) -> list[str]:
 @user_errors_exit_2
 def train(
     args: list[str] = typer.Argument(None, help="[CONFIG.yaml] [key=value ...]"),
-    model: str = typer.Option(None, help=f"model reference: {describe_reference_forms()}"),
+    model: str = typer.Option(None, help=ModelConfig.model_fields["name"].description),
     weights: str = typer.Option(None, help="initial weights from a local file (a state_dict or a checkpoint)"),
     dataset: str = typer.Option(None, help="dataset: digits, fashion-mnist, cifar10, …, folder:DIR or python:pkg.mod:make"),
     root: str = typer.Option(None, help="dataset root directory"),

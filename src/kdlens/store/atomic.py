@@ -15,9 +15,10 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: `kdlens --help` and `kdlens runs` stay light
+    import torch
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -110,6 +111,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def torch_bytes(obj: Any) -> bytes:
     """What ``torch.save(obj)`` writes, in memory."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
@@ -121,6 +124,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     A file holding pickled code (arbitrary classes or functions) is refused instead of
     executed.
     """
+    import torch
+
     from kdlens.errors import KdlensError
 
     try:

@@ -144,14 +144,32 @@ class Heartbeat:
             pass
 
 
-class RunIndex:
-    """Rows of runs under ``root/runs.sqlite``."""
+#: the file name of a store's index: ``STORE/runs.sqlite`` (a study's tasks: ``STUDY/tasks/runs.sqlite``)
+INDEX_FILE = "runs.sqlite"
 
-    def __init__(self, root: str | Path, timeout_s: float = 60.0) -> None:
+
+class RunIndex:
+    """Rows of runs under ``root/runs.sqlite``.
+
+    ``readonly=True`` opens an existing index for reading only (SQLite ``mode=ro``): nothing is
+    created or migrated (columns an older store lacks read as None), a missing index is a
+    :class:`~kdlens.errors.KdlensError`, and every write raises one.  A store in a directory this
+    process cannot write is read as it stands (``immutable=1``)."""
+
+    def __init__(self, root: str | Path, timeout_s: float = 60.0, readonly: bool = False) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / "runs.sqlite"
+        self.path = self.root / INDEX_FILE
         self.timeout_s = timeout_s
+        self.readonly = readonly
+        self._immutable = False
+        if readonly:
+            if not self.path.is_file():
+                from kdlens.errors import KdlensError
+
+                why = f"the directory has no {INDEX_FILE}" if self.root.is_dir() else "no such directory"
+                raise KdlensError(f"no run store at {str(self.root)!r}: {why}")
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
         self._write(self._create_or_migrate, schema=True)
 
     @staticmethod
@@ -173,11 +191,34 @@ class RunIndex:
             raise
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            return self._connect_readonly()
         db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         db.execute("PRAGMA busy_timeout = %d" % int(self.timeout_s * 1000))
         return db
 
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """``mode=ro``; where SQLite cannot even read the WAL that way (a directory this process
+        may not write, no ``-shm`` file), the file as it stands (``immutable=1``: no locks)."""
+        uri = self.path.resolve().as_uri()
+        if not self._immutable:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=self.timeout_s, isolation_level=None)
+            try:
+                db.execute("PRAGMA busy_timeout = %d" % int(self.timeout_s * 1000))
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "readonly" not in str(exc) and "unable to open" not in str(exc):
+                    raise
+                self._immutable = True
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+
     def _write(self, action, schema: bool = False):
+        if self.readonly:
+            from kdlens.errors import KdlensError
+
+            raise KdlensError(f"the run store {str(self.root)!r} was opened read-only")
         deadline = time.monotonic() + self.timeout_s
         while True:
             db = self._connect()
