@@ -120,3 +120,14 @@ def test_teacher_cache_and_auto_hints_on_a_streamed_folder(tmp_path):
     model = load_run(teacher.path, which="last").model
     expected = model(data.example(torch.device("cpu"), n=len(data.train))).detach().numpy()
     assert np.allclose(np.load(logits_file), expected, atol=1e-5)
+
+
+def test_budgets_and_folds_on_a_streamed_folder(tmp_path):
+    import numpy as np
+
+    folder = write_folder(tmp_path / "images", classes=4, n_train=10, n_test=2, size=16)
+    runs = [train_on(folder, tmp_path / "runs", "on", budget=8, n_folds=2, fold=f) for f in (0, 1)]
+    labeled = [np.load(r.path / "splits" / "train.npy") for r in runs]
+    assert [len(x) for x in labeled] == [8, 8] and not set(labeled[0]) & set(labeled[1])  # disjoint folds
+    labels = prepare_data(DataConfig(name=f"folder:{folder}", stream="on")).train.labels.numpy()
+    assert all(np.bincount(labels[x], minlength=4).tolist() == [2, 2, 2, 2] for x in labeled)  # balanced
