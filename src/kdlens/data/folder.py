@@ -218,6 +218,13 @@ def _torchvision_decoder() -> tuple[Any, Any, Any] | None:
     return decode_image, ImageReadMode.GRAY, ImageReadMode.RGB
 
 
+#: torchvision 0.29 deprecates its image decoders (for TorchCodec) and warns on every call;
+#: they are still the fastest here (benchmarks/folder_stream.py), so the warning is silenced
+#: once, by its message, rather than flooding every epoch's log.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
 def _decode_torchvision(data: bytearray, channels: int) -> torch.Tensor:
     found = _torchvision_decoder()
     if found is None:
