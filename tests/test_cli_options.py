@@ -49,3 +49,12 @@ def test_threads_default_leaves_busy_cores_alone(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
     assert choose_threads()[0] == 1  # never below one
     assert choose_threads(3) == (3, "as asked (--threads)")
+
+
+def test_train_print_config_and_double_keys(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--model", "resnet8", "--epochs", "2", "--print-config"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(result.output)
+    assert config["model"]["name"] == "resnet8" and config["epochs"] == 2 and config["precision"] == "auto"
+    twice = CliRunner().invoke(app, ["train", "--lr", "0.1", "optim.lr=0.2"])
+    assert twice.exit_code == 2 and "optim.lr" in " ".join(twice.output.split())

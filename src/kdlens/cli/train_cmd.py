@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kdlens.cli.errors import user_errors_exit_2
+from kdlens.cli.options import PRINT_CONFIG_HELP, THREADS_HELP, combine_overrides, print_config
 from kdlens.config import ModelConfig, TrainConfig, load_config
 from kdlens.errors import KdlensError
 
@@ -56,17 +57,18 @@ def train(
     weights: str = typer.Option(None, help="initial weights from a local file (a state_dict or a checkpoint)"),
     dataset: str = typer.Option(None, help="dataset: digits, fashion-mnist, cifar10, …, folder:DIR or python:pkg.mod:make"),
     root: str = typer.Option(None, help="dataset root directory"),
-    epochs: int = typer.Option(None),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    lr: float = typer.Option(None),
-    seed: int = typer.Option(None),
+    epochs: int = typer.Option(None, help="training epochs"),
+    batch_size: int = typer.Option(None, "--batch-size", help="mini-batch size (64 in RepDistiller)"),
+    lr: float = typer.Option(None, help="initial learning rate (optim.lr)"),
+    seed: int = typer.Option(None, help="seed of initialisation, order and augmentation"),
     out: str = typer.Option(None, help="run store directory (default: runs)"),
     name: str = typer.Option(None, help="run name"),
     device: str = typer.Option(None, help="auto | cpu | cuda"),
     bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast"),
-    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last"),
+    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last", help="channels-last memory format"),
     budget: int = typer.Option(None, help="balanced label budget"),
-    download: bool = typer.Option(None, "--download/--no-download"),
+    download: bool = typer.Option(None, "--download/--no-download", help="download a torchvision dataset when "
+                                  "its files are missing (needs internet)"),
     log: list[str] = typer.Option(None, "--log", help="also log to: tensorboard | mlflow (repeatable)"),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default sqlite:///OUT/mlflow.db)"),
     num_workers: int = typer.Option(None, "--num-workers", help="DataLoader workers of the streamed data path"),
@@ -75,6 +77,8 @@ def train(
     restart: bool = typer.Option(False, "--restart", help="discard the run's checkpoints (and result) and train it anew"),
     resume_from: str = typer.Option("last", "--from", metavar="last|previous|best",
                                     help="with --resume: the checkpoint to continue from (implies --resume)"),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    show_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     ddp: int = typer.Option(None, "--ddp", metavar="N", help="train data-parallel on N processes of this "
                             "machine (torchrun; gloo on CPU, NCCL on GPU); batch_size stays the global batch"),
@@ -90,7 +94,9 @@ def train(
         budget=budget, download=download, weights=weights, log=log, tracking_uri=tracking_uri,
         num_workers=num_workers, stream=stream,
     )
-    cfg = load_config(TrainConfig, path, flags + overrides)
+    cfg = load_config(TrainConfig, path, combine_overrides(flags, overrides))
+    if show_config:
+        print_config(cfg)
     if cfg.semi is not None and (ddp is not None or "WORLD_SIZE" in os.environ):
         raise KdlensError(f"semi={cfg.semi} trains in one process: leave out --ddp (and torchrun)")
     if ddp is not None or "WORLD_SIZE" in os.environ:
@@ -100,6 +106,9 @@ def train(
         args = [str(path)] if path else []
         _data_parallel(cfg, ddp, args + flags + overrides, resume, quiet)
         return
+    from kdlens.train.threads import set_threads
+
+    set_threads(threads, log=not quiet)
     outcome = run_train_config(cfg, resume=resume, progress=not quiet, restart=restart, resume_from=resume_from,
                                resume_strict=True)
     typer.echo(outcome.summary())
