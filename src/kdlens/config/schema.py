@@ -214,14 +214,33 @@ class TeacherConfig(Strict):
         return self
 
 
+class TermConfig(Strict):
+    """One term of a multi-term objective (``terms:``): a loss, its weight and, for a hint
+    loss, its own layers (same forms as ``hints`` / ``student_hints``)."""
+
+    loss: str = Field(..., description="loss name (see `kdlens methods`)")
+    weight: float | None = Field(None, ge=0.0, description="the term's weight (None: the method table's α or β)")
+    layers: str | list[int] | list[str] | None = Field(
+        None, description="teacher layers of a hint term (None: penultimate for CRD/RKD/PKT/CC, else hints)"
+    )
+    student_layers: str | list[int] | list[str] | None = Field(
+        None, description="student layers of a hint term (None: same relative depth as the teacher's)"
+    )
+
+
 class DistillConfig(TrainConfig):
     """Offline distillation of a student from a frozen teacher (or the limited-label loop).
 
-    ``method``: a loss or ``hint+logit`` pair (``kd``, ``at+kd``, ``fitnet+kd``; see
-    ``kdlens methods``); weights default to the method table (RepDistiller's CIFAR-100
-    settings) unless ``gamma``/``alpha``/``beta`` are given.  ``hints``: teacher layers as
-    1-based sub-block indices (``[6, 27, 49]``), tap names, ``"conventional"`` (last
-    sub-block before each downsampling) or ``"auto"`` (hint-point search).
+    ``method``: loss names joined by ``+`` (``kd``, ``at+kd``, ``fitnet+kd``,
+    ``crd+at+kd``; see ``kdlens methods``); weights default to the method table
+    (RepDistiller's CIFAR-100 settings) unless ``gamma`` (CE), ``alpha``/``beta`` (the
+    single logit/hint term) or ``weights`` (any term by name: ``{crd: 0.8, at: 1000, kd:
+    0.9}``) are given.  ``hints``: teacher layers as 1-based sub-block indices (``[6, 27,
+    49]``), tap names, ``"conventional"`` (last sub-block before each downsampling),
+    ``"all"`` (every sub-block) or ``"auto"`` (hint-point search).  ``terms``: the
+    objective as a list (``[{loss: crd, layers: [penultimate], weight: 0.8}, {loss: at},
+    {loss: kd, weight: 0.9}]``), each hint term with its own ``layers`` /
+    ``student_layers``; it sets ``method``.
     """
 
     kind: Literal["distill"] = "distill"  # type: ignore[assignment]
@@ -235,6 +254,12 @@ class DistillConfig(TrainConfig):
     alpha: float | None = Field(None, ge=0.0)
     beta: float | None = Field(None, ge=0.0)
     loss: dict[str, Any] = Field(default_factory=dict, description="loss hyper-parameters, e.g. {T: 4}")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="per-term weights by loss name, e.g. {crd: 0.8, at: 1000, kd: 0.9}"
+    )
+    terms: list[TermConfig] | None = Field(
+        None, description="the objective's terms, each with its weight and (hint terms) layers; sets method"
+    )
     cache: Literal["auto", "on", "off"] = Field(
         "auto", description="teacher-output cache (auto: on when the transfer set has no random crop)"
     )
@@ -255,6 +280,40 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"loop={value} is a semi-supervised method, which needs no teacher: run it with "
                              f"`kdlens train semi={value} data.budget=N`")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_from_terms(cls, data: Any) -> Any:
+        """``terms`` names the losses: ``method`` follows (or, if given too, must agree)."""
+        if not isinstance(data, dict) or not isinstance(data.get("terms"), list) or not data["terms"]:
+            return data
+        names = [t.get("loss") if isinstance(t, dict) else getattr(t, "loss", None) for t in data["terms"]]
+        if not all(isinstance(n, str) for n in names):
+            return data  # the field validation says what is missing
+        method = "+".join(n.strip() for n in names)
+        given = data.get("method")
+        if given is not None and sorted(p.strip() for p in str(given).split("+")) != sorted(n.strip() for n in names):
+            raise ValueError(f"method={given} but terms list {method}: give one (terms set the method)")
+        return {**data, "method": method}
+
+    @model_validator(mode="after")
+    def _term_weights_once(self) -> DistillConfig:
+        for term in self.terms or []:
+            if term.weight is not None and term.loss in self.weights:
+                raise ValueError(f"the {term.loss} term's weight is given twice (terms and weights.{term.loss}): give one")
+        if self.terms is not None and not self.terms:
+            raise ValueError("terms is empty: list at least one term, e.g. [{loss: kd}]")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """As :meth:`TrainConfig.identity`; ``weights`` and ``terms`` count only when set, so
+        configs without them keep the identity they had before these fields existed."""
+        out = super().identity()
+        if not self.weights:
+            out.pop("weights", None)
+        if self.terms is None:
+            out.pop("terms", None)
+        return out
 
     @model_validator(mode="after")
     def _no_semi(self) -> DistillConfig:

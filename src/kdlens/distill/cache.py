@@ -66,21 +66,24 @@ class TeacherOutputCache:
         flips: bool = False,
         feature_names: Sequence[str] = (),
     ) -> None:
+        #: the requested names, in order (a name may repeat: several hint terms at one layer)
+        self.feature_names = list(feature_names)
+        #: each name once: what is computed and stored (``feat{i}`` = ``stored_names[i]``)
+        self.stored_names = list(dict.fromkeys(self.feature_names))
         self.key_parts = {
             "teacher": teacher_hash, "dataset": dataset, "split": split,
-            "transform": transform, "flips": bool(flips), "features": list(feature_names),
+            "transform": transform, "flips": bool(flips), "features": self.stored_names,
         }
         key = hashlib.sha256(json.dumps(self.key_parts, sort_keys=True).encode()).hexdigest()[:20]
         self.dir = Path(root) / key
         self.flips = bool(flips)
-        self.feature_names = list(feature_names)
         self.hits = 0
         self.misses = 0
         self._arrays: dict[str, np.ndarray] = {}
 
     # -- validity ---------------------------------------------------------------
     def _array_names(self) -> list[str]:
-        names = ["logits"] + [f"feat{i}" for i in range(len(self.feature_names))]
+        names = ["logits"] + [f"feat{i}" for i in range(len(self.stored_names))]
         return names + ([f"{n}_flip" for n in names] if self.flips else [])
 
     def is_valid(self) -> bool:
@@ -129,10 +132,10 @@ class TeacherOutputCache:
             for x in chunks:
                 for suffix, flip in variants:
                     xin = torch.flip(x, dims=[-1]) if flip else x
-                    with FeatureTaps(teacher, self.feature_names) as taps:
+                    with FeatureTaps(teacher, self.stored_names) as taps:
                         logits = teacher(xin)
                     outputs["logits" + suffix].append(logits.float().cpu().numpy())
-                    for i, name in enumerate(self.feature_names):
+                    for i, name in enumerate(self.stored_names):
                         outputs[f"feat{i}{suffix}"].append(taps[name].float().cpu().numpy())
                 if progress is not None:
                     progress(x.shape[0])
@@ -204,9 +207,10 @@ class TeacherOutputCache:
     def lookup(
         self, idx: torch.Tensor, flip: torch.Tensor | None, device: torch.device
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Teacher logits and features for dataset indices ``idx`` (mirrored where ``flip``)."""
+        """Teacher logits and features for dataset indices ``idx`` (mirrored where ``flip``);
+        the features in :attr:`feature_names` order, a repeated name as the same tensor."""
         idx_np = idx.cpu().numpy()
-        names = ["logits"] + [f"feat{i}" for i in range(len(self.feature_names))]
+        names = ["logits"] + [f"feat{i}" for i in range(len(self.stored_names))]
         out = []
         for name in names:
             values = np.array(self._array(name)[idx_np])
@@ -217,4 +221,5 @@ class TeacherOutputCache:
                 values[f] = self._array(f"{name}_flip")[idx_np[f]]
             out.append(torch.from_numpy(values).to(device))
         self.hits += len(idx_np)
-        return out[0], out[1:]
+        feats = [out[1 + self.stored_names.index(n)] for n in self.feature_names]
+        return out[0], feats

@@ -6,7 +6,7 @@ no grad) and its outputs come from a :class:`LiveTeacher` or a cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class LiveTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        with FeatureTaps(self.model, self.feature_names) as taps:
+        with FeatureTaps(self.model, list(dict.fromkeys(self.feature_names))) as taps:
             logits = self.model(batch.x)
         return logits.float(), [taps[n].float() for n in self.feature_names]
 
@@ -43,15 +43,25 @@ class CachedTeacher:
 
 
 def _student_forward(model: nn.Module, x: torch.Tensor, names: Sequence[str]):
+    """Logits and the features ``names`` in order (a repeated name — several hint terms at
+    one layer — is tapped once and given to each)."""
     if not names:
         return model(x), []
-    with FeatureTaps(model, names) as taps:
+    with FeatureTaps(model, list(dict.fromkeys(names))) as taps:
         logits = model(x)
     return logits, [taps[n] for n in names]
 
 
 class DistillLoop(SourceLoop):
-    """L = γ·CE + α·L_logit + β·Σ L_hint on each (augmented) batch of the transfer set."""
+    """L = γ·CE + Σ α_i·L_logit,i + Σ β_j·L_hint,j on each (augmented) batch of the transfer set.
+
+    ``student_layers``: the student's feature list — every hint term's layers, concatenated
+    in :attr:`Objective.hint_names` order (a layer may repeat).  ``warmup_epochs``: term
+    name → W, the term's weight rising linearly as weight · min(1, (e + 1) / W) in epoch e
+    (0-based) — DKD's logit term and ReviewKD's hint term (their papers: 20 of 240 epochs;
+    :func:`kdlens.train.distill_run.warmup_epochs`).  ``logit_warmup_epochs`` (older form):
+    the same for every logit term.
+    """
 
     def __init__(
         self,
@@ -61,6 +71,7 @@ class DistillLoop(SourceLoop):
         student_layers: Sequence[str] = (),
         soft_only: bool = False,
         logit_warmup_epochs: int = 0,
+        warmup_epochs: Mapping[str, int] | None = None,
     ) -> None:
         self.source = source
         self.teacher = teacher
@@ -69,12 +80,25 @@ class DistillLoop(SourceLoop):
         self.student_layers = list(student_layers)
         self.soft_only = soft_only  # transfer set without labels: CE term sees none
         self.logit_warmup_epochs = logit_warmup_epochs
-        self.base_alpha = objective.alpha
+        warmups = {t.name: logit_warmup_epochs for t in objective.terms if t.kind == "logit" and logit_warmup_epochs > 0}
+        warmups.update({name: int(w) for name, w in (warmup_epochs or {}).items() if w > 0})
+        for name in warmups:
+            objective.term(name)  # an unknown term name fails here, with close matches
+        self.warmup_epochs = warmups
+        self.base_weights = objective.term_weights
+
+    def term_weights(self, epoch: int) -> dict[str, float]:
+        """Each term's weight in ``epoch`` (0-based) after the warm-ups."""
+        return {
+            name: w * (min(1.0, (epoch + 1) / self.warmup_epochs[name]) if name in self.warmup_epochs else 1.0)
+            for name, w in self.base_weights.items()
+        }
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Linear warm-up of the logit term (DKD, Zhao et al. 2022: over the first 20 of 240 epochs)."""
-        if self.logit_warmup_epochs > 0:
-            self.objective.alpha = self.base_alpha * min(1.0, (epoch + 1) / self.logit_warmup_epochs)
+        """Linear warm-up of the terms that have one (DKD, Zhao et al. 2022; ReviewKD, Chen et al. 2021)."""
+        if self.warmup_epochs:
+            for name, weight in self.term_weights(epoch).items():
+                self.objective.set_weight(name, weight)
 
     def step(self, model: nn.Module, batch: Batch) -> StepOutput:
         logits, s_feats = _student_forward(model, batch.x, self.student_layers)
@@ -88,9 +112,9 @@ class DistillLoop(SourceLoop):
 
 
 class HintPretrainLoop(SourceLoop):
-    """Stage 1 of FitNet (and AB/FSP/FT initialisation): minimise the hint loss's
-    pre-training objective (:meth:`Objective.pretrain_loss`, × β for AB) on the transfer
-    set before the main phase."""
+    """Stage 1 of FitNet (and AB/FSP/FT initialisation): minimise the hint losses'
+    pre-training objective (:meth:`Objective.pretrain_loss`: summed over the hint terms
+    that have one, × β for AB) on the transfer set before the main phase."""
 
     def __init__(self, source: BatchSource, teacher, objective: Objective, student_layers: Sequence[str]) -> None:
         self.source = source

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,9 @@ from kdlens.data.torch_dataset import materialize
 from kdlens.models.fingerprint import architecture_fingerprint
 from kdlens.train.data_setup import PreparedData, prepare_data
 from kdlens.train.distill_loop import CachedTeacher, DistillLoop, HintPretrainLoop, LimitedLabelLoop, LiveTeacher
-from kdlens.train.hint_layers import match_student_layers, resolve_layers
+from kdlens.train.hint_layers import (
+    PENULTIMATE_LOSSES, default_term_layers, match_student_layers, parse_hint_spec, resolve_layers,
+)
 from kdlens.train.model_setup import check_output_classes
 from kdlens.train.run import (
     RunOutcome, build_student, execute_run, log_precision, run_identity, save_model_card, short_name,
@@ -88,28 +90,34 @@ def run_distillation(
     check_trackers(cfg.log)
     overrides: dict[str, Any] = {k: v for k, v in (("gamma", cfg.gamma), ("alpha", cfg.alpha), ("beta", cfg.beta)) if v is not None}
     overrides.update(cfg.loss)
-    needs_hints = any(part.strip() not in _logit_methods() for part in cfg.method.split("+"))
-    t_layers: list[str] = []
-    s_layers: list[str] = []
-    if needs_hints:
-        t_layers = resolve_layers(
-            cfg.hints, teacher.model, example, "teacher",
-            auto=lambda k: _auto_hint_layers(cfg, data, teacher.model, k, progress, hint_search),
-        )
-        s_layers = (
-            resolve_layers(cfg.student_hints, student, example, "student")
-            if cfg.student_hints is not None
-            else match_student_layers(t_layers, teacher.model, student, example)
-        )
-        if len(s_layers) != len(t_layers):
-            raise KdlensError(f"{len(t_layers)} teacher hint layers but {len(s_layers)} student layers")
-        t_shapes = [tuple(v.shape[1:]) for v in extract_features(teacher.model, example, t_layers).values()]
-        s_shapes = [tuple(v.shape[1:]) for v in extract_features(student, example, s_layers).values()]
-        if "crd" in cfg.method.split("+"):
+    specs = _term_specs(cfg)
+    method = "+".join(spec.loss for spec in specs)
+    weights = {**cfg.weights, **{spec.loss: spec.weight for spec in specs if spec.weight is not None}}
+    hint_specs = [spec for spec in specs if _loss_class(spec.loss).kind == "hint"]
+    layers = _resolve_term_layers(
+        cfg, hint_specs, teacher.model, student, example,
+        auto=lambda k: _auto_hint_layers(cfg, data, teacher.model, k, progress, hint_search),
+    )
+    # every hint term's layers, concatenated in method order (the objective's hint_names)
+    t_layers = [name for spec in hint_specs for name in layers[spec.loss][0]]
+    s_layers = [name for spec in hint_specs for name in layers[spec.loss][1]]
+    if hint_specs:
+        # features by name: a layer several terms use is one entry of the dict
+        t_feats = extract_features(teacher.model, example, list(dict.fromkeys(t_layers)))
+        s_feats = extract_features(student, example, list(dict.fromkeys(s_layers)))
+        t_shapes = {spec.loss: [tuple(t_feats[n].shape[1:]) for n in layers[spec.loss][0]] for spec in hint_specs}
+        s_shapes = {spec.loss: [tuple(s_feats[n].shape[1:]) for n in layers[spec.loss][1]] for spec in hint_specs}
+        if "crd" in layers and not _names_crd_n_data(overrides):
             overrides.setdefault("n_data", len(data.train))
-        objective = build_objective(cfg.method, s_shapes, t_shapes, **overrides)
+        if len(hint_specs) == 1:  # one hint term: the feature lists are its layers
+            (only,) = hint_specs
+            objective = build_objective(method, s_shapes[only.loss], t_shapes[only.loss], weights=weights, **overrides)
+        else:
+            objective = build_objective(method, s_shapes, t_shapes, weights=weights, **overrides)
     else:
-        objective = build_objective(cfg.method, **overrides)
+        objective = build_objective(method, weights=weights, **overrides)
+    if objective.hint_names != [spec.loss for spec in hint_specs]:  # the order the layers were concatenated in
+        raise RuntimeError(f"hint terms {objective.hint_names} out of the layers' order {[s.loss for s in hint_specs]}")
     teacher_hash = weights_hash(teacher.model)
     teacher_id = {"weights_sha256": teacher_hash, "model": teacher.name,
                   "architecture": architecture_fingerprint(teacher.model)}
@@ -155,8 +163,8 @@ def run_distillation(
             loop: Any = LimitedLabelLoop(source, unlabeled, teacher_outputs, kd)
         else:
             main = objective.main_phase() if objective.requires_pretraining else objective
-            loop = DistillLoop(source, teacher_outputs, main, s_layers if main.hint_loss else [],
-                               logit_warmup_epochs=logit_warmup_epochs(cfg.method, cfg.epochs))
+            loop = DistillLoop(source, teacher_outputs, main, s_layers if main.needs_features else [],
+                               warmup_epochs=warmup_epochs(main, cfg.epochs))
         with run_trackers(cfg, run_dir) as tracked:
             trainer = Trainer(
                 student, loop, cfg.optim, cfg.epochs, run_dir=run_dir, trackers=tracked.trackers,
@@ -166,6 +174,8 @@ def run_distillation(
             metrics.update(notes)
             metrics["data_path"] = data.path
             metrics["hint_layers"] = {"teacher": t_layers, "student": s_layers}
+            if len(hint_specs) > 1:
+                metrics["hint_layers"]["terms"] = {n: {"teacher": t, "student": s_} for n, (t, s_) in layers.items()}
             return tracked.finish(metrics)
 
     default = "-".join([cfg.method.replace("+", "_"), short_name(teacher.name), short_name(cfg.model.name),
@@ -178,11 +188,118 @@ def run_distillation(
 STREAMED_SEARCH_N = 2000
 
 
+#: warm-up of losses whose module does not declare ``warmup_fraction`` (yet): DKD, Zhao et
+#: al. 2022 (20 of 240 epochs; mdistiller's ``min(epoch / warmup, 1)``)
+WARMUP_FRACTIONS = {"dkd": 20 / 240}
+
+
+def warmup_fraction(name: str, loss: Any) -> float:
+    """The fraction of the epochs over which a term's weight rises linearly: the loss class's
+    ``warmup_fraction`` (ReviewKD: 20 / 240), else :data:`WARMUP_FRACTIONS`."""
+    return float(getattr(loss, "warmup_fraction", 0.0) or WARMUP_FRACTIONS.get(name, 0.0))
+
+
+def warmup_epochs(objective, epochs: int) -> dict[str, int]:
+    """Term name → W = max(1, round(fraction · ``epochs``)) for the terms with a warm-up
+    (the loop weights them by min(1, (e + 1) / W) in epoch e, 0-based)."""
+    out = {}
+    for term in objective.terms:
+        fraction = warmup_fraction(term.name, term.loss)
+        if fraction > 0:
+            out[term.name] = max(1, round(fraction * epochs))
+    return out
+
+
 def logit_warmup_epochs(method: str, epochs: int) -> int:
-    """DKD's linear warm-up: 20 of 240 epochs in Zhao et al. 2022, scaled to ``epochs``."""
-    if "dkd" not in method.split("+"):
+    """DKD's linear warm-up: 20 of 240 epochs in Zhao et al. 2022, scaled to ``epochs``
+    (the older, logit-only form of :func:`warmup_epochs`)."""
+    if "dkd" not in [n.strip() for n in method.split("+")]:
         return 0
-    return max(1, round(20 / 240 * epochs))
+    return max(1, round(WARMUP_FRACTIONS["dkd"] * epochs))
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """A term of the run's objective as the config states it (before layers are resolved)."""
+
+    loss: str
+    weight: float | None = None
+    layers: Any = None
+    student_layers: Any = None
+
+
+def _term_specs(cfg: DistillConfig) -> list[TermSpec]:
+    """``terms`` as given, else one term per name of ``method`` (no weights or layers)."""
+    if cfg.terms:
+        specs = [TermSpec(t.loss.strip(), t.weight, t.layers, t.student_layers) for t in cfg.terms]
+    else:
+        specs = [TermSpec(name.strip()) for name in cfg.method.split("+")]
+    seen = [spec.loss for spec in specs]
+    if not all(seen) or len(set(seen)) != len(seen):
+        raise KdlensError(f"method {'+'.join(seen)!r} names a loss twice (or an empty name): each loss once")
+    for spec in specs:
+        cls = _loss_class(spec.loss)  # unknown names: close matches
+        if cls.kind == "logit" and (spec.layers is not None or spec.student_layers is not None):
+            raise KdlensError(f"terms: {spec.loss} is a logit loss (it reads the logits): drop its layers")
+    return specs
+
+
+def _loss_class(name: str):
+    from kdlens.distill.losses import LOSSES
+
+    return LOSSES.get(name)
+
+
+def _names_crd_n_data(overrides: dict[str, Any]) -> bool:
+    nested = overrides.get("crd")
+    return "crd.n_data" in overrides or (isinstance(nested, dict) and "n_data" in nested)
+
+
+def _resolve_term_layers(
+    cfg: DistillConfig, hint_specs: list[TermSpec], teacher: nn.Module, student: nn.Module,
+    example: torch.Tensor, auto,
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Each hint term's (teacher layers, student layers).
+
+    One hint term without its own ``layers`` uses ``hints`` / ``student_hints`` (as
+    always).  With several, a term's ``layers`` default to :func:`default_term_layers`
+    (``penultimate`` for CRD/RKD/PKT/CC, else ``hints``, with ``student_hints`` if given).
+    Student layers not given follow the teacher's by relative depth; for a loss that
+    does not pair layers (AFD) teacher ``all`` means student ``all``.  A spec is resolved
+    once per run (``hints: auto`` searches once)."""
+    resolved: dict[tuple[str, str], list[str]] = {}
+
+    def resolve(spec, model, role, **kw) -> list[str]:
+        key = (role, spec if isinstance(spec, str) else repr(list(spec)))
+        if key not in resolved:
+            resolved[key] = resolve_layers(spec, model, example, role, **kw)
+        return list(resolved[key])
+
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for spec in hint_specs:
+        cls = _loss_class(spec.loss)
+        if spec.layers is not None:
+            t_spec, s_spec = spec.layers, spec.student_layers
+        elif len(hint_specs) == 1 or spec.loss not in PENULTIMATE_LOSSES:
+            t_spec = cfg.hints
+            s_spec = spec.student_layers if spec.student_layers is not None else cfg.student_hints
+        else:
+            t_spec, s_spec = default_term_layers(spec.loss, cfg.hints), spec.student_layers
+        t_layers = resolve(t_spec, teacher, "teacher", auto=auto)
+        if s_spec is not None:
+            s_layers = resolve(s_spec, student, "student")
+        elif parse_hint_spec(t_spec) == "all" and not cls.pairs_layers:
+            s_layers = resolve("all", student, "student")
+        else:
+            s_layers = match_student_layers(t_layers, teacher, student, example)
+        if cls.pairs_layers and len(s_layers) != len(t_layers):
+            who = f"{spec.loss}: " if len(hint_specs) > 1 else ""
+            raise KdlensError(
+                f"{who}{len(t_layers)} teacher hint layers but {len(s_layers)} student layers "
+                f"({spec.loss} pairs student layer i with teacher layer i: give as many of each)"
+            )
+        out[spec.loss] = (t_layers, s_layers)
+    return out
 
 
 def _auto_hint_layers(
@@ -207,7 +324,3 @@ def _auto_hint_layers(
     )
 
 
-def _logit_methods() -> set[str]:
-    from kdlens.distill.losses import LOSSES
-
-    return {n for n in LOSSES.names() if LOSSES.get(n).kind == "logit"}

@@ -58,24 +58,21 @@ class AFDLoss(HintLoss):
     authors' code (clovaai/attention-feature-distillation), for which their
     β = 200 (with CE 1 and KD α = 0.9, T = 4) was chosen; ``qk_dim`` = 128 is theirs.
 
-    **Which layers.**  The authors feed every residual block's post-ReLU output of
-    both networks.  In kdlens the loss takes whatever layer pairs it is given:
+    **Which layers** (``pairs_layers = False``: any number of teacher and of
+    student layers, n_t × n_s links).  The authors feed every residual block's
+    post-ReLU output of both networks.  In kdlens:
 
-    * all pairs — the blocks of both networks: ``hints: 1,2,…,n`` and
-      ``student_hints: 1,2,…,n`` when the block counts agree; for a deeper teacher
-      (resnet56 → resnet20: 27 vs 9 blocks) n teacher blocks, e.g. every third,
-      ``hints: 3,6,…,27`` with ``student_hints: 1,2,…,9`` (n × n links);
-    * hint points (PURSUhInT, Keser et al. 2022, Table 4) — ``hints: auto``
-      (the teacher's cluster centres; the student layers follow by relative depth)
-      or explicit ``hints`` / ``student_hints``: attention over the k × k links of
-      the hint points only.
-
-    The attention itself handles n_t ≠ n_s (as the authors' code), but kdlens's
-    layer pairs (:class:`HintLoss`, ``hints`` / ``student_hints``) come one to one,
-    so both lists have n layers.
+    * *AFD all pairs* (PURSUhInT §4.1) — every block of both networks:
+      ``hints: all`` (``student_hints`` then defaults to ``all`` as well), e.g.
+      resnet56 → resnet20: 27 teacher × 9 student blocks, 243 links;
+    * *AFD at hint points* (PURSUhInT Table 4) — ``hints: auto`` (the teacher's
+      cluster centres; the student layers follow by relative depth) or explicit
+      ``hints`` / ``student_hints`` of any lengths: attention over the links of
+      those layers only.
     """
 
     accepts_vectors = False
+    pairs_layers = False
 
     def __init__(
         self,

@@ -55,6 +55,9 @@ class LogitLoss(nn.Module):
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
     needs_targets: ClassVar[bool] = False
+    #: linear warm-up of the term's weight over this fraction of the epochs (0: none);
+    #: see :attr:`HintLoss.warmup_fraction`
+    warmup_fraction: ClassVar[float] = 0.0
 
     def forward(  # pragma: no cover - abstract
         self, student_logits: Tensor, teacher_logits: Tensor | None = None, targets: Tensor | None = None
@@ -111,6 +114,18 @@ class HintLoss(nn.Module):
     ``active_in_main_phase``
         Whether the paper keeps this term in the main phase (AB and FSP use the
         transfer only as initialisation, so ``False`` there).
+    ``warmup_fraction``
+        The loop raises the term's weight linearly over the first
+        ``max(1, round(warmup_fraction · epochs))`` epochs: weight · min(1, (e + 1) / W)
+        in epoch e (0-based); 0 means no warm-up (ReviewKD: 20 / 240).
+
+    Layer attribute:
+
+    ``pairs_layers``
+        ``True`` (default): student layer i is paired with teacher layer i, so both
+        lists have the same length.  ``False``: the loss relates any number of teacher
+        layers to any number of student layers (AFD's attention over all links), and
+        the counts may differ.
     """
 
     kind: ClassVar[str] = "hint"
@@ -119,6 +134,10 @@ class HintLoss(nn.Module):
     accepts_vectors: ClassVar[bool] = True
     #: the fewest layer pairs the method can work with
     min_pairs: ClassVar[int] = 1
+    #: whether student layer i goes with teacher layer i (equal counts); see above
+    pairs_layers: ClassVar[bool] = True
+    #: linear warm-up of the term's weight over this fraction of the epochs; see above
+    warmup_fraction: ClassVar[float] = 0.0
     requires_pretraining: bool = False
     pretrain_trains_student: ClassVar[bool] = False
     active_in_main_phase: ClassVar[bool] = True
@@ -127,14 +146,19 @@ class HintLoss(nn.Module):
         super().__init__()
         self.student_shapes: list[Shape] = [self._shape(s, "student") for s in student_shapes]
         self.teacher_shapes: list[Shape] = [self._shape(t, "teacher") for t in teacher_shapes]
-        if len(self.student_shapes) != len(self.teacher_shapes):
+        if self.pairs_layers and len(self.student_shapes) != len(self.teacher_shapes):
             raise KdlensError(
                 f"{self.name}: got {len(self.student_shapes)} student layers but "
                 f"{len(self.teacher_shapes)} teacher layers; give one student layer per teacher layer"
             )
-        if len(self.student_shapes) < self.min_pairs:
+        if self.pairs_layers and len(self.student_shapes) < self.min_pairs:
             raise KdlensError(
                 f"{self.name}: needs at least {self.min_pairs} layer pair(s), got {len(self.student_shapes)}"
+            )
+        if not self.pairs_layers and min(len(self.student_shapes), len(self.teacher_shapes)) < self.min_pairs:
+            raise KdlensError(
+                f"{self.name}: needs at least {self.min_pairs} teacher and {self.min_pairs} student layer(s), "
+                f"got {len(self.teacher_shapes)} teacher and {len(self.student_shapes)} student"
             )
         if not self.accepts_vectors:
             for role, shapes in (("student", self.student_shapes), ("teacher", self.teacher_shapes)):

@@ -104,8 +104,12 @@ class ReviewKDLoss(HintLoss):
 
     Weight: the authors' default β = 1 with CE 1 (their scripts: 5 for
     resnet32x4 → resnet8x4 and the WRN pairs, 0.6 for resnet56 → resnet20); they
-    warm the term up linearly over the first 20 of 240 epochs.
+    warm the term up linearly over the first 20 of 240 epochs, which kdlens's loop
+    applies scaled to the run's epochs (``warmup_fraction``): β·min(1, (e + 1)/W) in
+    epoch e (0-based), W = max(1, round(20/240 · epochs)).
     """
+
+    warmup_fraction = 20 / 240
 
     def __init__(
         self,
