@@ -21,7 +21,8 @@ def distill(
     teacher_weights: str = typer.Option(None, "--teacher-weights", help="teacher weights file trained outside kdlens"),
     student: str = typer.Option(None, help="student model reference: zoo name, torchvision:NAME, timm:NAME, pkg.mod:Class"),
     student_weights: str = typer.Option(None, "--student-weights", help="student initial weights (a local file)"),
-    method: str = typer.Option(None, help="e.g. kd, at+kd, fitnet+kd, crd (see `kdlens methods`)"),
+    method: str = typer.Option(None, help="e.g. kd, at+kd, fitnet+kd, crd, crd+at+kd (any number of terms; per-term weights as "
+                        "weights.NAME=W, e.g. weights.at=1000; see `kdlens methods`)"),
     hints: str = typer.Option(None, help="teacher hint points: 6,27,49 | conventional | auto | names"),
     student_hints: str = typer.Option(None, "--student-hints", help="student layers for the hints (default: "
                                       "same relative depth as the teacher's)"),

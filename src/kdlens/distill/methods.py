@@ -153,8 +153,7 @@ METHODS: dict[str, MethodSpec] = {
                    beta=1.0,
                    source="authors' train.py default (dvlab-research/ReviewKD); their scripts: 5 for "
                    "resnet32x4 → resnet8x4 and WRNs, 0.6 for resnet56 → resnet20",
-                   notes="the authors warm the term up linearly over 20 of 240 epochs (not applied by kdlens's "
-                   "loop); layers: student stage outputs + penultimate, teacher .preact stage outputs + penultimate",
+                   notes="warmed up linearly over the first 20/240 of the epochs, as the authors do; layers: student stage outputs + penultimate, teacher .preact stage outputs + penultimate",
                    hyper_source="ABF (mid channels min(512, C), kaiming-uniform a = 1) and HCL pyramid 4/2/1 with "
                    "weights 1, 1/2, 1/4, 1/8: the authors' code"),
         MethodSpec("ofd", "Heo, Kim, Yun, Park, Kwak & Choi 2019, A Comprehensive Overhaul of Feature "

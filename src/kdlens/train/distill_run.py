@@ -190,12 +190,12 @@ STREAMED_SEARCH_N = 2000
 
 #: warm-up of losses whose module does not declare ``warmup_fraction`` (yet): DKD, Zhao et
 #: al. 2022 (20 of 240 epochs; mdistiller's ``min(epoch / warmup, 1)``)
-WARMUP_FRACTIONS = {"dkd": 20 / 240}
+WARMUP_FRACTIONS: dict[str, float] = {}  # for losses that do not declare warmup_fraction themselves
 
 
 def warmup_fraction(name: str, loss: Any) -> float:
     """The fraction of the epochs over which a term's weight rises linearly: the loss class's
-    ``warmup_fraction`` (ReviewKD: 20 / 240), else :data:`WARMUP_FRACTIONS`."""
+    ``warmup_fraction`` (DKD, ReviewKD: 20 / 240), else :data:`WARMUP_FRACTIONS`."""
     return float(getattr(loss, "warmup_fraction", 0.0) or WARMUP_FRACTIONS.get(name, 0.0))
 
 

@@ -43,6 +43,8 @@ class DKDLoss(LogitLoss):
     """
 
     needs_targets = True
+    #: the logit term rises linearly over the first 20 of 240 epochs (Zhao et al. 2022), scaled
+    warmup_fraction = 20 / 240
 
     def __init__(self, T: float = 4.0, alpha_tckd: float = 1.0, beta_nckd: float = 8.0) -> None:
         super().__init__()
