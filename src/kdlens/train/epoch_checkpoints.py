@@ -9,9 +9,8 @@ each epoch) instead of ``E`` separate runs — and every epoch's weights come fr
 learning-rate schedule laid out for ``E`` epochs, as in the thesis's Keras training.
 
 The run's identity is the plain run's plus ``epoch_checkpoints: true``: it never reuses (or is
-reused as) a run of the same config without the per-epoch files. ``run_training`` has no
-per-epoch hook, so the run's body is composed here from the same public pieces; keep the two in
-step (or give ``run_training`` an ``on_epoch_end`` and call it from here).
+reused as) a run of the same config without the per-epoch files.  It is ``run_training`` with
+the :class:`KeepEveryEpoch` hook.
 """
 
 from __future__ import annotations
@@ -25,19 +24,7 @@ from kdlens.config import TrainConfig
 from kdlens.errors import KdlensError
 from kdlens.store import RunDir, atomic_write_bytes, safe_torch_load
 from kdlens.store.atomic import torch_bytes
-from kdlens.train.data_setup import prepare_data
-from kdlens.train.loop import SupervisedLoop
-from kdlens.train.run import (
-    RunOutcome,
-    build_student,
-    execute_run,
-    run_identity,
-    save_model_card,
-    short_name,
-)
-from kdlens.train.run_trackers import run_trackers
-from kdlens.train.trackers import check_trackers
-from kdlens.train.trainer import Trainer, resolve_device
+from kdlens.train.run import RunHook, RunOutcome, run_training
 
 __all__ = ["epoch_checkpoint", "epoch_checkpoints", "run_training_keeping_epochs"]
 
@@ -86,39 +73,30 @@ def _keep_resumed_epoch(run_dir: RunDir) -> None:
              "test_acc": rows[-1].get("test_acc") if rows else None}))
 
 
+class KeepEveryEpoch(RunHook):
+    """The :class:`~kdlens.train.run.RunHook` that writes ``epoch-NNN.pt`` after every epoch."""
+
+    identity = {"epoch_checkpoints": True}
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def start(self, run_dir: RunDir, resume: bool) -> None:
+        if resume:
+            _keep_resumed_epoch(run_dir)
+
+    def epoch_end(self, run_dir: RunDir, model: torch.nn.Module, row: dict[str, Any]) -> None:
+        _keep(run_dir, model, row["epoch"], row.get("test_acc"))
+
+    def finish(self, run_dir: RunDir, metrics: dict[str, Any]) -> None:
+        missing = [e for e in range(1, self.epochs + 1) if not epoch_checkpoint(run_dir.path, e).exists()]
+        if missing:
+            raise KdlensError(f"run {run_dir.path.name}: no weights kept for epochs {missing}; "
+                              "run it again with restart to train it from epoch 1")
+        metrics["epoch_checkpoints"] = self.epochs
+
+
 def run_training_keeping_epochs(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunOutcome:
     """Train ``cfg`` like :func:`~kdlens.train.run.run_training` and keep every epoch's weights
     (module docstring). ``resume`` continues an interrupted run (its kept epochs stay)."""
-    data = prepare_data(cfg.data, None, log=progress)
-    device = resolve_device(cfg.device)
-    model = build_student(cfg, data, device)
-    check_trackers(cfg.log)
-
-    def body(run_dir: RunDir) -> dict[str, Any]:
-        for split_name, idx in data.splits.items():
-            run_dir.save_split(split_name, idx)
-        save_model_card(run_dir, cfg, model, data)
-        if resume:
-            _keep_resumed_epoch(run_dir)
-        source = data.batch_source(data.train_indices, cfg.batch_size, device)
-        with run_trackers(cfg, run_dir) as tracked:
-            trainer = Trainer(
-                model, SupervisedLoop(source, cfg.label_smoothing), cfg.optim, cfg.epochs,
-                eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), run_dir=run_dir,
-                seed=cfg.seed, device=device, bf16=cfg.bf16, channels_last=cfg.channels_last,
-                eval_every=cfg.eval_every, progress=progress, description=f"{cfg.model.name} on {cfg.data.name}",
-                trackers=tracked.trackers,
-                on_epoch_end=lambda row: _keep(run_dir, trainer.model, row["epoch"], row.get("test_acc")),
-            )
-            metrics = trainer.fit(resume=resume).metrics()
-            missing = [e for e in range(1, cfg.epochs + 1) if not epoch_checkpoint(run_dir.path, e).exists()]
-            if missing:
-                raise KdlensError(f"run {run_dir.path.name}: no weights kept for epochs {missing}; "
-                                  "run it again with restart to train it from epoch 1")
-            metrics["data_path"] = data.path
-            metrics["epoch_checkpoints"] = cfg.epochs
-            return tracked.finish(metrics)
-
-    default = f"{short_name(cfg.model.name)}-{short_name(cfg.data.name)}"
-    return execute_run("train", run_identity(cfg, model, data, epoch_checkpoints=True), cfg.model_dump(), cfg.out,
-                       cfg.name or default, resume, body)
+    return run_training(cfg, resume=resume, progress=progress, hook=KeepEveryEpoch(cfg.epochs))

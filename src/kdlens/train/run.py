@@ -348,6 +348,25 @@ def save_model_card(run_dir: RunDir, cfg: TrainConfig, model: nn.Module, data: P
     atomic_write_text(run_dir.path / "model.json", json.dumps(card, indent=1, default=str))
 
 
+class RunHook:
+    """Extra work around a supervised run (:func:`run_training`): no-ops here.
+
+    ``identity``: keys added to the run's identity (a run with the hook's extra output never
+    reuses, nor is reused as, a plain run); ``start`` before training (``resume``: continuing a
+    run); ``epoch_end`` after each epoch's row; ``finish`` may add to the metrics."""
+
+    identity: dict[str, Any] = {}
+
+    def start(self, run_dir: RunDir, resume: bool) -> None:
+        pass
+
+    def epoch_end(self, run_dir: RunDir, model: nn.Module, row: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, run_dir: RunDir, metrics: dict[str, Any]) -> None:
+        pass
+
+
 def log_precision(cfg: TrainConfig, progress: bool) -> None:
     """Say which precision runs and why (``precision: auto`` depends on the hardware)."""
     if progress:
@@ -377,12 +396,15 @@ def run_training(
     resume_strict: bool = False,
     model: nn.Module | None = None,
     pair: DataPair | None = None,
+    hook: RunHook | None = None,
 ) -> RunOutcome:
     """Train ``cfg.model`` on ``cfg.data`` (supervised), recorded in ``cfg.out``.
 
     ``resume``, ``restart``, ``resume_from``, ``resume_strict``: see :func:`execute_run`.
     ``model`` (an ``nn.Module``) and ``pair`` (resolved data) replace what the config names:
-    the Python API passes the user's own objects this way."""
+    the Python API passes the user's own objects this way.  ``hook``: extra work at the run's
+    start, after each epoch and at its end (:class:`RunHook`; e.g. keeping every epoch's weights)."""
+    hook = hook or RunHook()
     resume = resume or resume_from != "last"
     data = prepare_data(cfg.data, pair, log=progress)  # data, model and init are checked before any run is recorded
     log_precision(cfg, progress)
@@ -394,6 +416,7 @@ def run_training(
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
         save_model_card(run_dir, cfg, model, data)
+        hook.start(run_dir, resume)
         source = data.batch_source(data.train_indices, cfg.batch_size, device)
         with run_trackers(cfg, run_dir) as tracked:
             trainer = Trainer(
@@ -401,15 +424,17 @@ def run_training(
                 eval_set=data.eval_set(device) if cfg.eval_split == "test" else data.val_set(), run_dir=run_dir,
                 seed=cfg.seed, device=device, bf16=cfg.bf16, channels_last=cfg.channels_last,
                 eval_every=cfg.eval_every, progress=progress, description=f"{cfg.model.name} on {cfg.data.name}",
-                trackers=tracked.trackers,
+                trackers=tracked.trackers, on_epoch_end=lambda row: hook.epoch_end(run_dir, trainer.model, row),
             )
             metrics = trainer.fit(resume=resume).metrics()
             metrics["data_path"] = data.path
+            hook.finish(run_dir, metrics)
             return tracked.finish(metrics)
 
     default = f"{short_name(cfg.model.name)}-{short_name(cfg.data.name)}"
     return execute_run(
-        "train", run_identity(cfg, model, data), cfg.model_dump(), cfg.out, cfg.name or default, resume, body,
+        "train", run_identity(cfg, model, data, **hook.identity), cfg.model_dump(), cfg.out, cfg.name or default,
+        resume, body,
         restart=restart, resume_from=resume_from, resume_strict=resume_strict,
     )
 
