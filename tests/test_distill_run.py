@@ -167,3 +167,22 @@ def test_transfer_set_defaults_to_the_teachers_data_and_a_mismatch_is_refused(tm
     with pytest.raises(KdlensError, match="trained on 'synthetic' but the transfer set is 'digits'.*--allow-dataset-mismatch"):
         run_distillation(validate(DistillConfig, {**base, "data": {"name": "digits"}}, ), progress=False)
     assert len(list((tmp_path / "runs").glob("*/config.yaml"))) == 1  # nothing written for the refused one
+
+
+def test_init_from_a_checkpoint_with_another_class_count_replaces_only_the_head(tmp_path):
+    from kdlens.data import load_dataset
+    from kdlens.models.reference import build_model
+    from kdlens.train.teacher import init_from
+
+    torch.manual_seed(1)
+    pretrained = build_model("resnet8", num_classes=100, in_channels=1)  # e.g. trained on other data
+    torch.save(pretrained.state_dict(), tmp_path / "pretrained.pt")
+    digits = load_dataset("digits")  # 10 classes
+    model = model_for_data("resnet8", digits, seed=0)
+    head = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(head + ".")}
+    replaced = init_from(model, str(tmp_path / "pretrained.pt"), digits, log=False)
+    assert sorted(replaced) == sorted(fresh)
+    state, source = model.state_dict(), pretrained.state_dict()
+    assert all(torch.equal(state[k], source[k]) for k in source if k not in replaced)  # the body is loaded
+    assert all(torch.equal(state[k], fresh[k]) for k in replaced)  # the head keeps its initialisation

@@ -94,12 +94,29 @@ def check_class_count(model: nn.Module, state: dict, data: Dataset, name: str) -
         )
 
 
-def init_from(model: nn.Module, ref: str, data: Dataset) -> None:
-    """Initialise ``model`` in place from a run directory or checkpoint (fine-tuning)."""
+def init_from(model: nn.Module, ref: str, data: Dataset, log: bool = True) -> list[str]:
+    """Initialise ``model`` in place from a run directory or checkpoint (fine-tuning).
+
+    A checkpoint trained for another class count (e.g. a teacher pre-trained elsewhere, Lee &
+    Wallraven's teacher with outside knowledge) initialises everything but the classifier
+    head — the last ``nn.Linear`` — which keeps its fresh initialisation; this is said, and
+    the replaced keys are returned.  Any other mismatch is an error naming the keys."""
     ckpt, _, _ = resolve_checkpoint(ref)
-    state = extract_state_dict(safe_torch_load(ckpt), str(ckpt))
-    check_class_count(model, state, data, type(model).__name__)
+    state = dict(extract_state_dict(safe_torch_load(ckpt), str(ckpt)))
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    head = linears[-1] if linears else None
+    replaced: list[str] = []
+    if head is not None and f"{head}.weight" in state and state[f"{head}.weight"].shape[0] != data.num_classes:
+        own = model.state_dict()
+        replaced = [k for k in (f"{head}.weight", f"{head}.bias") if k in state]
+        trained_for = state[f"{head}.weight"].shape[0]
+        for key in replaced:
+            state[key] = own[key]  # the fresh head: its own initialisation
+        if log:
+            print(f"init from {ckpt}: trained for {trained_for} classes, {data.name!r} has {data.num_classes}: "
+                  f"classifier head {head!r} replaced (fresh), all other weights loaded")
     load_state_checked(model, state, f"init weights from {ckpt}")
+    return replaced
 
 
 def teacher_training_data(ref: str | None) -> dict | None:
