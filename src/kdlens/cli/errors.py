@@ -24,6 +24,11 @@ def user_errors_exit_2(func: F) -> F:
         except KdlensError as exc:
             _err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(code=exc.exit_code) from None
+        except PermissionError as exc:  # an output the user cannot write: one line, not a traceback
+            where = exc.filename or "a file"
+            _err.print(f"[bold red]error:[/] cannot write {where}: permission denied; choose an output you can "
+                       "write (--out DIR), or ask for write access", highlight=False, markup=True)
+            raise typer.Exit(code=2) from None
         except TrainingDivergedError as exc:  # a run failure, not bad input: exit 1
             _err.print(f"[bold red]run failed:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(code=1) from None

@@ -56,6 +56,19 @@ def write_best_config(cfg: TuneConfig, params: dict[str, Any], header: str) -> P
     return path
 
 
+def check_inputs(cfg: TuneConfig) -> None:
+    """The base config's data and (for distillation) teacher load, before any file is written."""
+    from kdlens.config import DistillConfig
+    from kdlens.train.data_setup import prepare_data
+
+    data = prepare_data(cfg.base.data)
+    if isinstance(cfg.base, DistillConfig):
+        from kdlens.train.teacher import load_teacher
+
+        t = cfg.base.teacher
+        load_teacher(t.run, data.train, t.model, which=t.checkpoint, weights=t.weights, kwargs=t.kwargs)
+
+
 def run_tune(cfg: TuneConfig, progress: bool = True) -> dict[str, Any]:
     try:
         import optuna
@@ -63,6 +76,7 @@ def run_tune(cfg: TuneConfig, progress: bool = True) -> dict[str, Any]:
         raise KdlensError("kdlens tune needs Optuna: pip install 'kdlens[tune]'") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_inputs(cfg)  # a bad teacher or dataset fails here: nothing is written before the inputs are checked
     Path(cfg.base.out).mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{Path(cfg.base.out).resolve() / (cfg.name + '.optuna.sqlite')}"
     study = optuna.create_study(
