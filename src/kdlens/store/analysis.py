@@ -82,7 +82,7 @@ def finished_analyses(store: str | Path | None, kind: str) -> list[Path]:
     from kdlens.store.index import RunIndex
 
     found = []
-    for rec in reversed(RunIndex(store).list("done")):
+    for rec in reversed(RunIndex(store, readonly=True).list("done")):
         if rec.kind != kind:
             continue
         folder = Path(store) / rec.id  # the row's path may be relative to another working directory

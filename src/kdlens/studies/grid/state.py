@@ -24,14 +24,15 @@ class TaskState:
     attempts: int = 0
 
 
-def task_index(study: Study) -> RunIndex:
-    return RunIndex(study.directory / "tasks")
+def task_index(study: Study, readonly: bool = False) -> RunIndex:
+    """The study's task index; ``readonly`` for listing (works on a store one cannot write)."""
+    return RunIndex(study.directory / "tasks", readonly=readonly)
 
 
 def task_states(study: Study) -> list[TaskState]:
     """Every task with its recorded status; dependencies of failed tasks are ``blocked``,
     tasks recorded under another hash (the YAML changed) are ``stale`` (they will re-run)."""
-    rows = {r.id: r for r in task_index(study).list()} if (study.directory / "tasks" / "runs.sqlite").exists() else {}
+    rows = {r.id: r for r in task_index(study, readonly=True).list()} if (study.directory / "tasks" / "runs.sqlite").exists() else {}
     alive = runner_alive(study.directory)
     states: dict[str, TaskState] = {}
     for t in study.tasks:
