@@ -46,3 +46,52 @@ def test_tune_with_a_bad_teacher_writes_nothing(tmp_path):
     result = CliRunner().invoke(app, ["tune", str(config)])
     assert result.exit_code == 2, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_study_status_reads_a_store_this_user_cannot_write(tmp_path):
+    """A colleague's finished study, read-only: status rows come back, nothing is written."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from kdlens.studies.grid import load_study, open_study, run_study, status_rows
+
+    doc = {"name": "tiny", "defaults": {"data": {"name": "digits"}, "model": {"name": "baseline_student"}, "epochs": 1},
+           "groups": {"teacher": {"kind": "train", "grid": {"seed": [0]}}}}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(doc))
+    run_study(load_study(tmp_path / "study.yaml", out=tmp_path / "s"), workers=1, progress=False)
+    shared = Path(tempfile.mkdtemp(prefix="kdlens-ro-study-"))  # outside pytest's private tmp
+    try:
+        ro = shared / "s"
+        shutil.copytree(tmp_path / "s", ro)
+        for extra in ro.rglob("*.sqlite-*"):
+            extra.unlink()
+        before = sorted(str(p) for p in ro.rglob("*"))
+        for p in [*ro.rglob("*"), ro]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        shared.chmod(0o755)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child, as another user when we are root
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                rows = status_rows(open_study(ro))
+                os.write(write, ",".join(r["status"] for r in rows).encode())
+            except BaseException as exc:
+                os.write(write, f"{type(exc).__name__}: {exc}".encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as f:
+            said = f.read()
+        assert said == "done", said
+        assert sorted(str(p) for p in ro.rglob("*")) == before  # nothing written
+    finally:
+        for p in [shared, *shared.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(shared)
