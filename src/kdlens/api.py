@@ -186,14 +186,14 @@ def train(
 
     A run with a checkpoint (an interrupted call) continues with ``resume=True`` and is
     discarded with ``restart=True``; with neither it is a :class:`KdlensError`."""
-    from kdlens.train.run import run_training
+    from kdlens.train.semi_run import run_train_config
 
     settings = _settings(overrides)
     data_cfg, pair = _data(train, test, settings)
     model_cfg, instance = _model_section(model, "model")
     cfg = validate(TrainConfig, _merge({"model": model_cfg, "data": data_cfg, "epochs": epochs,
                                         "out": str(out or "runs")}, settings), "kdlens.train arguments")
-    outcome = run_training(cfg, resume=resume, progress=progress, restart=restart, resume_strict=True,
+    outcome = run_train_config(cfg, resume=resume, progress=progress, restart=restart, resume_strict=True,
                            model=instance, pair=pair)
     return RunResult(outcome.path, outcome.run_id, outcome.metrics, _history(outcome.path),
                      _trained(instance, outcome.path), outcome.skipped)

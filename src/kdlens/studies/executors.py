@@ -125,10 +125,10 @@ def _execute_run(payload: dict[str, Any]) -> dict[str, Any]:
     config.pop("kind", None)
     source = f"task {payload['id']}"
     if payload["kind"] == "train":
-        from kdlens.train.run import run_training
+        from kdlens.train.semi_run import run_train_config
 
         cfg = validate(TrainConfig, config, source=source)
-        outcome = run_training(cfg, resume=True, progress=False)
+        outcome = run_train_config(cfg, resume=True, progress=False)  # supervised, or semi= when set
     else:
         from kdlens.explain.hint_search import auto_hint_layers
         from kdlens.train.distill_run import run_distillation
