@@ -171,3 +171,17 @@ def test_cca_search_allows_dead_channels():
     assert np.isfinite(res.similarity).all()
     with pytest.raises(KdlensError, match="rank-deficient"):
         find_hint_points(model, ds.images, None, k=3, metric="cca", n=200, metric_options={"eps": None})
+
+
+def test_distill_hints_auto_takes_metric_rule_form_and_samples(teacher_run, tmp_path):
+    cfg = validate(DistillConfig, {
+        "teacher": {"run": str(teacher_run)}, "model": {"name": "resnet8"}, "data": {"name": "digits"},
+        "method": "at+kd", "hints": "auto:2", "epochs": 1, "out": str(tmp_path / "runs"),
+        "hint_search": {"metric": "cca", "rule": "last", "form": "pre", "samples": 300},
+    })
+    out = run_distillation(cfg, progress=False, hint_search=auto_hint_layers)
+    (saved,) = (tmp_path / "runs" / "cache" / "hint-search").glob("hints-*.json")
+    d = json.loads(saved.read_text())
+    assert (d["metric"], d["rule"], d["form"], d["n"]) == ("cca", "last", "pre", 300)
+    assert out.metrics["hint_layers"]["teacher"] == d["hint_layers"]
+    assert all(name.endswith(".preact") for name in d["hint_layers"])

@@ -228,6 +228,15 @@ class TermConfig(Strict):
     )
 
 
+class HintSearchConfig(Strict):
+    """How ``hints: auto`` searches (PURSUhInT, Keser et al. 2022; ``kdlens hints`` takes the same)."""
+
+    metric: str = Field("cka", description="layer similarity: cka (linear CKA) | cca (R²_CCA) | … (kdlens hints --help)")
+    rule: str = Field("centroid", description="hint point of a cluster: centroid | centre | medoid | last")
+    form: Literal["post", "pre"] = Field("post", description="post- or pre-activation layer outputs")
+    samples: int | None = Field(None, gt=1, description="training samples for the representations (None: 10,000)")
+
+
 class DistillConfig(TrainConfig):
     """Offline distillation of a student from a frozen teacher (or the limited-label loop).
 
@@ -247,6 +256,7 @@ class DistillConfig(TrainConfig):
     teacher: TeacherConfig
     method: str = "kd"
     hints: str | list[int] | list[str] = "conventional"
+    hint_search: HintSearchConfig = Field(default_factory=HintSearchConfig, description="settings of hints: auto")
     student_hints: str | list[int] | list[str] | None = Field(
         None, description="student layers (default: same relative depth as the teacher's)"
     )

@@ -318,9 +318,11 @@ def _auto_hint_layers(
         rows = np.sort(np.random.default_rng(0).choice(pool, size=min(STREAMED_SEARCH_N, len(pool)), replace=False))
         train = replace(materialize(train, rows=rows), name=f"{train.name}#{data.fingerprint[:12]}")
         pool = None
+    search = cfg.hint_search
     return hint_search(
         teacher, train, pool=pool, k=k, cache_dir=f"{cfg.out}/cache/hint-search",
-        teacher_ref=cfg.teacher.run, progress=progress,
+        teacher_ref=cfg.teacher.run, progress=progress, metric=search.metric, rule=search.rule, form=search.form,
+        **({"n": search.samples} if search.samples is not None else {}),
     )
 
 
