@@ -58,3 +58,11 @@ def test_train_print_config_and_double_keys(tmp_path):
     assert config["model"]["name"] == "resnet8" and config["epochs"] == 2 and config["precision"] == "auto"
     twice = CliRunner().invoke(app, ["train", "--lr", "0.1", "optim.lr=0.2"])
     assert twice.exit_code == 2 and "optim.lr" in " ".join(twice.output.split())
+
+
+def test_kd_vs_alone_takes_every_loss_weight_and_helps_every_option():
+    group = typer.main.get_command(app)
+    cmd = group.commands["study"].commands["kd-vs-alone"]
+    options = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+    assert {"--gamma", "--alpha", "--beta", "--T"} <= options  # as on distill
+    assert not [p.name for p in cmd.params if p.param_type_name == "option" and not (p.help or "").strip()]

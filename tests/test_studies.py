@@ -12,6 +12,7 @@ def test_mean_std_is_sample_std():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_std([5.0]) == (5.0, 0.0)
     assert fmt_mean_std([1.0, 3.0]) == "2.00 ± 1.41"
+    assert fmt_mean_std([2.5]) == "2.50 (n = 1)"  # one fold: no spread to show
 
 
 def test_labeled_epochs_rule():

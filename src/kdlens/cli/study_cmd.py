@@ -51,25 +51,31 @@ def limited_label(
 @user_errors_exit_2
 def kd_vs_alone(
     teacher: str = typer.Option(..., help="teacher run directory"),
-    dataset: str = typer.Option("fashion-mnist"),
-    student: str = typer.Option("thesis_student"),
-    method: str = typer.Option("kd"),
-    seeds: str = typer.Option("0,1,2"),
-    epochs: int = typer.Option(5),
-    out: str = typer.Option("runs/kd-vs-alone"),
-    bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
+    dataset: str = typer.Option(None, help="dataset of both students (default: the teacher run's)"),
+    student: str = typer.Option("cnn_student", help="student model reference"),
+    method: str = typer.Option("kd", help="distillation method of the distilled student"),
+    seeds: str = typer.Option("0,1,2", help="seeds, comma-separated (one pair of runs each)"),
+    epochs: int = typer.Option(5, help="epochs of every student"),
+    out: str = typer.Option("runs/kd-vs-alone", help="run store of the students"),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: precision auto)"),
     gamma: float = typer.Option(None, help="CE weight γ of the distilled student (default: the method's)"),
     alpha: float = typer.Option(None, help="logit-loss weight α (default: the method's)"),
+    beta: float = typer.Option(None, help="hint-loss weight β (default: the method's)"),
     temperature: float = typer.Option(None, "--T", help="KD temperature (default: the method's, 4 for kd)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """The same student alone vs distilled, mean ± std over seeds."""
     from kdlens.studies.kd_vs_alone import kd_vs_alone_table, kd_vs_alone_verdict, run_kd_vs_alone, teacher_accuracy
+    from kdlens.train.teacher import teacher_training_data
 
-    weights = {k: v for k, v in (("gamma", gamma), ("alpha", alpha)) if v is not None}
+    weights = {k: v for k, v in (("gamma", gamma), ("alpha", alpha), ("beta", beta)) if v is not None}
     if temperature is not None:
         weights["loss"] = {"T": temperature}
+    if dataset is None:
+        dataset = (teacher_training_data(teacher) or {}).get("name") or "fashion-mnist"
+    extra = {} if bf16 is None else {"bf16": bf16, "channels_last": bf16}
     rows = run_kd_vs_alone(teacher, dataset, student, method, _ints(seeds), epochs, out,
-                           extra={"bf16": bf16, "channels_last": bf16}, distill_extra=weights)
+                           progress=not quiet, extra=extra, distill_extra=weights)
     typer.echo(kd_vs_alone_table(rows, method))
     typer.echo(kd_vs_alone_verdict(rows, teacher_accuracy(teacher)))
 

@@ -13,5 +13,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def fmt_mean_std(values: Sequence[float]) -> str:
+    """``"2.00 ± 1.41"``; a single value is ``"2.00 (n = 1)"`` — a spread of one run is not 0."""
     m, s = mean_std(values)
+    if len(values) == 1:
+        return f"{m:.2f} (n = 1)"
     return f"{m:.2f} ± {s:.2f}"
