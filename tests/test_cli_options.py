@@ -66,3 +66,21 @@ def test_kd_vs_alone_takes_every_loss_weight_and_helps_every_option():
     options = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
     assert {"--gamma", "--alpha", "--beta", "--T"} <= options  # as on distill
     assert not [p.name for p in cmd.params if p.param_type_name == "option" and not (p.help or "").strip()]
+
+
+def test_print_config_on_tune_and_study(tmp_path):
+    tune_yaml = tmp_path / "tune.yaml"
+    tune_yaml.write_text("base: {kind: train, model: {name: resnet8}, data: {name: digits, val_fraction: 0.2}, "
+                         f"out: {tmp_path / 'out'}}}\ntrials: 2\n")
+    result = CliRunner().invoke(app, ["tune", str(tune_yaml), "trials=3", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["trials"] == 3 and not (tmp_path / "out").exists()
+    study_yaml = tmp_path / "study.yaml"
+    study_yaml.write_text(yaml.safe_dump({"name": "s", "defaults": {"data": {"name": "digits"}, "epochs": 1},
+                                          "groups": {"t": {"kind": "train", "grid": {"seed": [0, 1]}}}}))
+    result = CliRunner().invoke(app, ["study", "run", str(study_yaml), "--out", str(tmp_path / "s"),
+                                      "--set", "defaults.epochs=2", "--print-config"])
+    assert result.exit_code == 0, result.output
+    tasks = yaml.safe_load(result.output)["tasks"]
+    assert len(tasks) == 2 and all(t["config"]["epochs"] == 2 for t in tasks)
+    assert not (tmp_path / "s").exists()

@@ -105,6 +105,7 @@ def tune(
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
     teacher: str = typer.Option(None, help="teacher run directory or checkpoint file (sets base.teacher.run; "
                                 "`kdlens runs` lists the run directories)"),
+    show_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Search any config keys (optim.lr, batch_size, loss.T, gamma, alpha, …) with Optuna on a
@@ -115,6 +116,8 @@ def tune(
 
     flags = [f"base.teacher.run={teacher}"] if teacher is not None else []
     cfg = load_config(TuneConfig, config, combine_overrides(flags, overrides or []))
+    if show_config:
+        print_config(cfg)
     result = run_tune(cfg, progress=not quiet)
     typer.echo(f"best: {result['best_params']} → val acc {result['best_val_acc']:.2f}% "
                f"after {result['trials']} trials ({result['storage']})")

@@ -93,7 +93,9 @@ def run(
     set_: list[str] = typer.Option(None, "--set", help="override a key of the study file, e.g. defaults.data.name=fashion-mnist"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed tasks again"),
     wait: bool = typer.Option(False, "--wait", help="if another runner holds this study, wait for it instead of exiting"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    show_config: bool = typer.Option(False, "--print-config", help="print every task's resolved config "
+                                      "(YAML, scale and --set applied) and exit; nothing runs"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Run a study: expand its grid, skip tasks already done, run the rest (dependencies first).
 
@@ -103,6 +105,12 @@ def run(
     from kdlens.studies.grid import StudyInterrupted, load_study, run_study
 
     study = load_study(file, scale, out, set_ or [])
+    if show_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump({"study": str(study.directory), "tasks": [t.to_dict() for t in study.tasks]},
+                                  sort_keys=False).rstrip())
+        raise typer.Exit(0)
 
     def waiting(holder) -> None:
         typer.echo(f"waiting for {holder.describe()}, which is running study {study.directory} …", err=True)
