@@ -139,7 +139,7 @@ def bench_case(name: str, high: np.ndarray, x_in: np.ndarray, labels: np.ndarray
 
     if not args.skip_ivis:
         t = time.perf_counter()
-        model = Ivis(seed=0, **({"epochs": args.ivis_epochs} if args.ivis_epochs else {}))
+        model = Ivis(random_state=0, **({"epochs": args.ivis_epochs} if args.ivis_epochs else {}))
         emb = model.fit_transform(x_in)
         record("kdlens-ivis", emb, time.perf_counter() - t, epochs=model.n_epochs_, loss=round(model.loss_, 5),
                knn_s=round(model.knn_seconds_, 1))

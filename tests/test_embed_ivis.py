@@ -149,3 +149,17 @@ def test_k_larger_than_the_data_is_an_error_naming_both_numbers():
     with pytest.raises(KdlensError, match=r"k = 150 neighbours but only 20 points.*k ≤ 18"):
         Ivis(epochs=1).fit(x)
     assert Ivis(k=18, epochs=1).fit(x).k_ == 18
+
+
+def test_scikit_learn_conventions_clone_set_params_and_float_k():
+    from sklearn.base import clone
+
+    x, _ = blobs(n=40)
+    model = Ivis(k=10.0, epochs=1, random_state=3)
+    copy = clone(model)  # get_params(deep=True) + __init__ round trip
+    assert copy is not model and copy.get_params() == model.get_params()
+    assert copy.set_params(epochs=2, k=8).get_params()["epochs"] == 2
+    with pytest.raises(KdlensError, match="Did you mean: random_state"):
+        model.set_params(random_stat=1)
+    a, b = Ivis(k=10.0, epochs=1, random_state=3).fit(x), Ivis(k=10, epochs=1, seed=3).fit(x)
+    assert a.k_ == 10 and np.array_equal(a.embedding_, b.embedding_)  # seed= is an alias of random_state

@@ -163,12 +163,13 @@ def _as_labels(y: Any, n: int) -> np.ndarray:
 class Ivis:
     """Ivis dimensionality reduction (Szubert et al. 2019), scikit-learn style.
 
-    >>> emb = Ivis(n_components=2, seed=0).fit_transform(x)      # x: n × d array
+    >>> emb = Ivis(n_components=2, random_state=0).fit_transform(x)   # x: n × d array
     >>> model.loss_, model.n_epochs_                              # converged loss, epochs run
 
     Parameters (stored verbatim; see the module docstring for the method):
         n_components: embedding dimension.
-        k: neighbours per point (clipped to n − 2 with a warning on tiny data).
+        k: neighbours per point (an integer-valued float such as ``10.0`` is accepted; more than
+            n − 2 is an error, as in reference ivis).
         network: ``"szubert"`` (128-128-128), ``"maaten"`` (500-500-2000) or a tuple of widths.
         dropout: AlphaDropout rate after each hidden layer.
         loss: ``"pn"`` or ``"triplet"``.
@@ -180,7 +181,8 @@ class Ivis:
             :class:`~kdlens.explain.embed.knn.KNNIndex` (e.g. ``PrecomputedKNN``).
         knn_metric: ``"angular"`` (reference) or ``"euclidean"`` (ignored for an instance).
         supervision_weight: weight w of the classifier loss when ``fit`` gets labels.
-        seed: seed of initialisation, dropout and triplet sampling.
+        random_state: seed of initialisation, dropout and triplet sampling (scikit-learn's name;
+            ``seed=`` is kept as an alias).
         device: torch device for training (``"cpu"``, ``"cuda"``).
         n_threads: torch CPU threads while training the network (``None``: leave as is). The
             default 1 is deliberate: a step multiplies only 384 × d by d × 128 matrices, which
@@ -211,10 +213,11 @@ class Ivis:
         knn: str | KNNIndex = "auto",
         knn_metric: str = "angular",
         supervision_weight: float = 0.5,
-        seed: int = 0,
+        random_state: int | None = 0,
         device: str = "cpu",
         n_threads: int | None = 1,
         verbose: bool = False,
+        seed: int | None = None,
     ) -> None:
         self.n_components = n_components
         self.k = k
@@ -231,10 +234,18 @@ class Ivis:
         self.knn = knn
         self.knn_metric = knn_metric
         self.supervision_weight = supervision_weight
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
         self.verbose = verbose
+        self.seed = seed
+
+    @property
+    def seed_(self) -> int:
+        """The seed in use: ``seed`` (kdlens's older name, kept as an alias) when given, else
+        ``random_state`` (scikit-learn's name), else 0."""
+        chosen = self.seed if self.seed is not None else self.random_state
+        return 0 if chosen is None else int(chosen)
 
     # ------------------------------------------------------------------ checks
     def _hidden(self) -> tuple[int, ...]:
@@ -250,6 +261,8 @@ class Ivis:
     def _check_params(self) -> None:
         for name in ("n_components", "k", "batch_size", "epochs", "patience"):
             value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():  # k=10.0 (e.g. from a search space)
+                value = int(value)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise KdlensError(f"Ivis {name} must be a positive integer; got {value!r}")
         if self.triplets not in TRIPLET_SAMPLING:
@@ -291,7 +304,7 @@ class Ivis:
         if n < 4:
             raise KdlensError(f"Ivis needs at least 4 points; got {n}")
         labels = None if y is None else _as_labels(y, n)
-        k = int(self.k)
+        k = int(round(float(self.k)))
         if k > n - 2:  # as reference ivis: an error, not a silent change of the model
             raise KdlensError(
                 f"Ivis: k = {k} neighbours but only {n} points (at most k = {n - 2}: a point, its "
@@ -302,7 +315,7 @@ class Ivis:
 
         t0 = time.perf_counter()
         index = make_knn_index(self.knn, n, d, **({} if isinstance(self.knn, KNNIndex) else
-                                                   {"metric": self.knn_metric, "seed": self.seed}))
+                                                   {"metric": self.knn_metric, "seed": self.seed_}))
         neighbors: Neighbors = index.build(x, k)
         self.knn_seconds_ = time.perf_counter() - t0
         self.neighbors_ = neighbors.indices
@@ -314,7 +327,7 @@ class Ivis:
             if self.n_threads is not None:
                 torch.set_num_threads(int(self.n_threads))
             with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.seed)
+                torch.manual_seed(self.seed_)
                 self._train(x, labels, neighbors.indices, device)
         finally:
             torch.set_num_threads(threads)
@@ -323,8 +336,8 @@ class Ivis:
         return self
 
     def _train(self, x: np.ndarray, labels: np.ndarray | None, nbrs_np: np.ndarray, device: torch.device) -> None:
-        gen = torch.Generator().manual_seed(int(self.seed) + 1)
-        init_gen = torch.Generator().manual_seed(int(self.seed))
+        gen = torch.Generator().manual_seed(self.seed_ + 1)
+        init_gen = torch.Generator().manual_seed(self.seed_)
         net = IvisNetwork(x.shape[1], self._hidden(), int(self.n_components), float(self.dropout), init_gen)
         head = None
         params = list(net.parameters())
@@ -418,11 +431,27 @@ class Ivis:
         with torch.no_grad():
             return self.classifier_(emb).argmax(1).cpu().numpy()
 
-    def get_params(self) -> dict[str, Any]:
-        """The hyper-parameters as given to ``__init__`` (scikit-learn convention)."""
+    @classmethod
+    def _param_names(cls) -> list[str]:
         import inspect
 
-        return {p: getattr(self, p) for p in inspect.signature(type(self).__init__).parameters if p != "self"}
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyper-parameters as given to ``__init__`` (scikit-learn convention; ``deep`` is
+        accepted for ``sklearn.base.clone`` — Ivis holds no nested estimators)."""
+        return {p: getattr(self, p) for p in self._param_names()}
+
+    def set_params(self, **params: Any) -> Ivis:
+        """Set hyper-parameters by name (scikit-learn convention); unknown names are an error."""
+        from kdlens.errors import unknown_name
+
+        known = self._param_names()
+        for name, value in params.items():
+            if name not in known:
+                raise unknown_name("Ivis parameter", name, known)
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         defaults = Ivis().get_params()
