@@ -182,3 +182,12 @@ def test_timm_missing_is_named_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm → ImportError
     with pytest.raises(KdlensError, match=r"pip install 'kdlens\[timm\]'"):
         build_model("timm:resnet18", 10)
+
+
+def test_without_test_a_stratified_tenth_of_train_is_held_out(tmp_path):
+    import numpy as np
+
+    result = kdlens.train("resnet8", tensor_data(n=120), epochs=1, out=tmp_path / "runs", progress=False)
+    val = np.load(result.run_dir / "splits" / "val.npy")
+    train = np.load(result.run_dir / "splits" / "train.npy")
+    assert len(val) == 12 and not set(val) & set(train) and result.final_acc is not None

@@ -137,7 +137,7 @@ def _data(train: Any, test: Any, settings: dict[str, Any]) -> tuple[dict[str, An
         settings.setdefault("batch_size", train.batch_size or 64)
         data_cfg.setdefault("num_workers", train.num_workers)
     held_out = test is None
-    pair = data_pair_from_objects(train, train if held_out else test)
+    pair = data_pair_from_objects(train, test)  # test None: evaluated on a held-out part of train
     data_cfg["name"] = pair.train.name
     if held_out:
         data_cfg.setdefault("val_fraction", 0.1)

@@ -155,12 +155,17 @@ def _python_pair(ref: str, path: str) -> DataPair:
 
 
 def data_pair_from_objects(train: Any, test: Any, name: str | None = None) -> DataPair:
-    """The Python API's path: ``train``/``test`` are Datasets, DataLoaders or in-memory Datasets."""
+    """The Python API's path: ``train``/``test`` are Datasets, DataLoaders or in-memory Datasets;
+    ``test=None`` stands for the training set itself (the caller evaluates on a held-out part)."""
+    if test is None:
+        test = train
     if isinstance(train, Dataset):
         if not isinstance(test, Dataset):
             raise KdlensError("give train and test of the same kind (both kdlens in-memory Datasets or both torch Datasets)")
         return DataPair(train, test, "in-memory", reason="kdlens in-memory Dataset")
     label = name or f"python:{type(getattr(train, 'dataset', train)).__qualname__}"
-    tr, te = fill_raw_normalisation(as_streamed(train, label, "train"), as_streamed(test, label, "test"))
+    tr = as_streamed(train, label, "train")
+    te = tr if test is train else as_streamed(test, label, "test")
+    tr, te = fill_raw_normalisation(tr, te)
     fingerprint = hashlib.sha256(f"{tr.fingerprint}:{te.fingerprint}".encode()).hexdigest()
     return DataPair(tr, te, "streamed", fingerprint, "a user Dataset (its own transforms)")

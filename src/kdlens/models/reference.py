@@ -31,11 +31,6 @@ from kdlens.models.registry import MODELS, create_model
 PREFIXES = ("zoo", "torchvision", "timm")
 
 
-def describe_reference_forms() -> str:
-    return ("a zoo name (`kdlens models`), torchvision:NAME, timm:NAME, or an import path "
-            "package.module:ClassOrFactory")
-
-
 def split_reference(ref: str) -> tuple[str, str]:
     """``"torchvision:resnet18"`` → ``("torchvision", "resnet18")``; a zoo name → ``("zoo", name)``;
     ``"pkg.mod:Cls"`` → ``("python", "pkg.mod:Cls")``."""
