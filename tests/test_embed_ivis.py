@@ -163,3 +163,16 @@ def test_scikit_learn_conventions_clone_set_params_and_float_k():
         model.set_params(random_stat=1)
     a, b = Ivis(k=10.0, epochs=1, random_state=3).fit(x), Ivis(k=10, epochs=1, seed=3).fit(x)
     assert a.k_ == 10 and np.array_equal(a.embedding_, b.embedding_)  # seed= is an alias of random_state
+
+
+def test_supervision_mean_labelled_or_over_the_batch_as_reference_ivis():
+    from kdlens.explain.embed.ivis import supervised_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, -1.0]], dtype=torch.float64)
+    labels = torch.tensor([0, -1, -1, 1])  # two of four labelled
+    per_point = torch.nn.functional.cross_entropy(logits[[0, 3]], labels[[0, 3]], reduction="none")
+    assert supervised_cross_entropy(logits, labels).item() == pytest.approx(per_point.mean().item())
+    assert supervised_cross_entropy(logits, labels, "batch").item() == pytest.approx(per_point.sum().item() / 4)
+    assert supervised_cross_entropy(logits, torch.full((4,), -1)).item() == 0.0
+    with pytest.raises(KdlensError, match="supervision_mean"):
+        Ivis(supervision_mean="all")._check_params()

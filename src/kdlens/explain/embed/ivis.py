@@ -38,7 +38,10 @@ What the estimator does (defaults from Szubert et al. unless said otherwise):
   loss of Lee & Wallraven's Table 2 (lower = the neighbourhood structure is easier to embed).
 * **Supervision (optional).** With labels ``y`` in ``fit``, a softmax classifier on the
   embedding is trained jointly: loss = (1 − w)·triplet + w·cross-entropy, ``w =
-  supervision_weight``; labels −1 are ignored (semi-supervised use).
+  supervision_weight``; labels −1 are ignored (semi-supervised use).  The cross-entropy is
+  averaged over the labelled points of a batch (``supervision_mean="labelled"``, default) —
+  reference ivis masks the unlabelled points and averages over the whole batch
+  (``supervision_mean="batch"``), which at 10 % labels weights supervision ≈ 10× less.
 * **Seeding.** Initialisation, dropout and triplet draws come from ``seed`` (the global torch
   RNG is left untouched): with the same seed and the same neighbours
   (``knn=PrecomputedKNN(previous.neighbors_)``) the embedding is the same, bit for bit on the
@@ -104,6 +107,17 @@ def pn_triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: 
 def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
     """Plain triplet loss per triplet: ``max(d(a,p) − d(a,n) + margin, 0)`` (Schroff et al. 2015, FaceNet)."""
     return F.relu(_distance(anchor, positive) - _distance(anchor, negative) + margin)
+
+
+def supervised_cross_entropy(logits: Tensor, labels: Tensor, mean_over: str = "labelled") -> Tensor:
+    """Cross-entropy of the labelled points (label ≥ 0): summed, then divided by the number of
+    labelled points (``"labelled"``) or by the batch size (``"batch"``, reference ivis's masked
+    Keras loss); a batch without labels gives a graph-connected 0."""
+    labelled = labels >= 0
+    if not bool(labelled.any()):
+        return logits.sum() * 0
+    total = F.cross_entropy(logits[labelled], labels[labelled], reduction="sum")
+    return total / (int(labelled.sum()) if mean_over == "labelled" else labels.shape[0])
 
 
 def lecun_normal_(weight: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -213,6 +227,7 @@ class Ivis:
         knn: str | KNNIndex = "auto",
         knn_metric: str = "angular",
         supervision_weight: float = 0.5,
+        supervision_mean: str = "labelled",
         random_state: int | None = 0,
         device: str = "cpu",
         n_threads: int | None = 1,
@@ -234,6 +249,7 @@ class Ivis:
         self.knn = knn
         self.knn_metric = knn_metric
         self.supervision_weight = supervision_weight
+        self.supervision_mean = supervision_mean
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
@@ -270,6 +286,8 @@ class Ivis:
         TRIPLET_LOSSES.get(self.loss)
         if not 0 <= self.dropout < 1:
             raise KdlensError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.supervision_mean not in ("labelled", "batch"):
+            raise unknown_name("supervision_mean", self.supervision_mean, ["labelled", "batch"])
         if not 0 <= self.supervision_weight <= 1:
             raise KdlensError(f"supervision_weight must be in [0, 1]; got {self.supervision_weight}")
         if self.margin <= 0 or self.learning_rate <= 0:
@@ -369,7 +387,7 @@ class Ivis:
                 if head is not None:
                     ya = y_t[batch[:, 0]]
                     labelled = ya >= 0
-                    ce = F.cross_entropy(head(a[labelled]), ya[labelled]) if bool(labelled.any()) else a.sum() * 0
+                    ce = supervised_cross_entropy(head(a), ya, self.supervision_mean)
                     loss = (1 - w) * loss + w * ce
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
