@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdlens.errors import KdlensError
+from kdlens.figures.softlabels import _finish
 from kdlens.figures.style import COLUMN, PAGE, legend_outside, new_figure
 
 if TYPE_CHECKING:
@@ -38,16 +39,6 @@ __all__ = [
     "plot_noise_sweep",
     "plot_pretraining",
 ]
-
-
-def _finish(fig: Figure, path: str | Path | None, title: str | None = None) -> Figure:
-    if title:
-        fig.suptitle(title)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------
