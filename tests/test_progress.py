@@ -32,3 +32,32 @@ def test_plain_lines_every_interval_and_on_phase_changes(monkeypatch):
 
 def test_plain_line_eta():
     assert plain_line("x", 25, 100, "training", "", 30.0) == "x: 25/100 steps (25%) · training · 0:00:30 elapsed, ETA 0:01:30"
+
+
+def test_study_progress_prints_a_status_line_every_interval_off_a_terminal(monkeypatch):
+    """A study whose tasks run for minutes is never silent for more than 10 s without a terminal."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from kdlens.studies.grid import progress as study_progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(study_progress.time, "time", lambda: clock[0])
+    task = SimpleNamespace(id="teacher_a", kind="train", group="teacher")
+    other = SimpleNamespace(id="teacher_b", kind="train", group="teacher")
+    states = {"teacher_a": SimpleNamespace(task=task, status="pending", seconds=None, metrics={}, reason=None),
+              "teacher_b": SimpleNamespace(task=other, status="pending", seconds=None, metrics={}, reason=None)}
+    study = SimpleNamespace(name="s", scale="cpu", directory="d", spec=SimpleNamespace(groups={}))
+    out = io.StringIO()
+    display = study_progress.StudyProgress(study, states, workers=1, console=Console(file=out, width=200))
+    with display:
+        states["teacher_a"].status = "running"
+        display.event("start", states["teacher_a"])
+        for _ in range(50):  # 25 s of polling every 0.5 s
+            clock[0] += 0.5
+            display.refresh()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("study s:")]
+    assert len(lines) == 2  # at 10 s and 20 s
+    assert lines[0] == "study s: 0/2 tasks done · running teacher_a (0:10) · elapsed 0:10 · ETA —"
+    assert "running teacher_a (0:20)" in lines[1]

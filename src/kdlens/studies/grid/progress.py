@@ -1,6 +1,7 @@
 """The display of a running study: :class:`StudyProgress`, a live table (per group done /
 running / failed / blocked / pending, the tasks in flight, recent failures, an ETA) or, off a
-terminal, one line per finished task."""
+terminal, one line per finished task and a status line at least every
+:data:`~kdlens.train.progress.PLAIN_EVERY_S` seconds while tasks run (never silent longer)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ class StudyProgress:
     the tasks in flight, the latest failures with their reasons, and an ETA.
 
     On a terminal it is a :class:`rich.live.Live` display; otherwise one line per finished
-    or failed task and the table at the end.
+    or failed task, a status line (tasks done, those running and for how long, ETA) at least
+    every ``every_s`` seconds, and the table at the end.
     """
 
     def __init__(self, study: Study, states: dict[str, TaskState], workers: int, enabled: bool = True,
-                 console: Any = None) -> None:
+                 console: Any = None, every_s: float | None = None) -> None:
         import sys
 
         from rich.console import Console
+
+        from kdlens.train.progress import PLAIN_EVERY_S
 
         self.study = study
         self.states = states
@@ -34,6 +38,8 @@ class StudyProgress:
         self.durations: dict[str, list[float]] = {}
         self.started: dict[str, float] = {}
         self._live = None
+        self.every_s = PLAIN_EVERY_S if every_s is None else float(every_s)
+        self._last_line = time.time()
 
     def __enter__(self) -> StudyProgress:
         if self.enabled and self.console.is_terminal:
@@ -63,11 +69,26 @@ class StudyProgress:
             secs = f" · {st.seconds:.1f} s" if st.seconds is not None else ""
             reason = f": {st.reason}" if event != "done" and st.reason else ""
             self.console.print(f"{event:>7} {st.task.id}{secs}{extra}{reason}", highlight=False, markup=False)
+            self._last_line = time.time()
         self.refresh()
 
     def refresh(self) -> None:
         if self._live is not None:
             self._live.update(self.render())
+        elif self.enabled and time.time() - self._last_line >= self.every_s:
+            self.console.print(self.status_line(), highlight=False, markup=False)
+            self._last_line = time.time()
+
+    def status_line(self) -> str:
+        """One plain line: tasks done of all, the running ones with their time so far, the ETA."""
+        now = time.time()
+        done = sum(st.status == "done" for st in self.states.values())
+        running = [f"{st.task.id} ({_hms(now - self.started.get(st.task.id, now))})"
+                   for st in self.states.values() if st.status == "running"]
+        eta = self.eta_seconds()
+        return (f"study {self.study.name}: {done}/{len(self.states)} tasks done · "
+                f"running {', '.join(running) if running else 'none'} · elapsed {_hms(now - self.t0)} · "
+                f"ETA {'—' if eta is None else _hms(eta)}")
 
     def eta_seconds(self) -> float | None:
         every = [d for ds in self.durations.values() for d in ds]
