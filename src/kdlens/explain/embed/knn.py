@@ -205,6 +205,11 @@ class AnnoyKNN(KNNIndex):
 
     Defaults as the reference Ivis implementation: angular metric, 50 trees, ``search_k``
     = −1 (Annoy's default, n_trees · k nodes inspected). Needs the ``annoy`` package.
+
+    Annoy answers one point per call, so the queries are spread over ``n_jobs`` threads (Annoy
+    releases the GIL while it searches) and the n × (k+1) answers are stacked and stripped of
+    each point itself with array operations, not a Python loop per point.  The neighbours are
+    those of the per-point loop, in the same order: a query does not depend on the others.
     """
 
     name = "annoy"
@@ -227,36 +232,87 @@ class AnnoyKNN(KNNIndex):
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise KdlensError("the annoy kNN back-end needs the `annoy` package: pip install 'kdlens[embed]'") from exc
         x = as_float_matrix(x)
-        k = self._check_k(k, x.shape[0])
+        n = x.shape[0]
+        k = self._check_k(k, n)
+        threads = _n_threads(self.n_jobs)
         index = AnnoyIndex(x.shape[1], self.metric)
         index.set_seed(int(self.seed))
-        for i, row in enumerate(x):
+        for i, row in enumerate(x):  # Annoy has no bulk insert; ~4 µs a point
             index.add_item(i, row)
-        index.build(self.n_trees, n_jobs=_n_threads(self.n_jobs))
+        index.build(self.n_trees, n_jobs=threads)
         self._index, self._d = index, x.shape[1]
-        idx = np.empty((x.shape[0], k), dtype=np.int64)
-        dist = np.empty((x.shape[0], k), dtype=np.float32)
-        for i in range(x.shape[0]):
-            nb, ds = index.get_nns_by_item(i, k + 1, search_k=self.search_k, include_distances=True)
-            pairs = [(j, d) for j, d in zip(nb, ds, strict=True) if j != i][:k]
-            if len(pairs) < k:  # a forest may return fewer candidates: pad by query
-                nb, ds = index.get_nns_by_item(i, k + 1, search_k=max(self.search_k, 10 * k * self.n_trees),
-                                               include_distances=True)
-                pairs = [(j, d) for j, d in zip(nb, ds, strict=True) if j != i][:k]
-            idx[i] = [p[0] for p in pairs]
-            dist[i] = [p[1] for p in pairs]
+        answers = _annoy_answers(index.get_nns_by_item, range(n), k + 1, self.search_k, threads)
+        nb, ds, full = _stack_answers(answers, k + 1)
+        idx = np.empty((n, k), dtype=np.int64)
+        dist = np.empty((n, k), dtype=np.float32)
+        rows = np.flatnonzero(full)
+        idx[rows], dist[rows] = _without_self(nb[rows], ds[rows], k, rows)
+        for i in np.flatnonzero(~full):  # a forest may return fewer candidates: ask again, wider
+            idx[i], dist[i] = self._short_row(int(i), answers[i], k)
         return Neighbors(idx, dist)
+
+    def _short_row(self, i: int, answer: tuple[list[int], list[float]], k: int) -> tuple[list[int], list[float]]:
+        pairs = [(j, d) for j, d in zip(*answer, strict=True) if j != i][:k]
+        if len(pairs) < k:
+            wider = max(self.search_k, 10 * (k + 1) * self.n_trees)
+            pairs = [(j, d) for j, d in zip(*self._index.get_nns_by_item(i, k + 1, wider, True), strict=True)
+                     if j != i][:k]
+        if len(pairs) < k:
+            raise KdlensError(f"the Annoy forest found only {len(pairs)} of k = {k} neighbours of point {i}; "
+                              "use more trees (n_trees) or a larger search_k, or the exact back-end")
+        return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def query(self, q: Any, k: int) -> Neighbors:
         if not hasattr(self, "_index"):
             raise KdlensError("the Annoy index is not built yet: call build(x, k) first")
         q = as_float_matrix(q, "query")
-        idx = np.empty((q.shape[0], k), dtype=np.int64)
-        dist = np.empty((q.shape[0], k), dtype=np.float32)
-        for i, row in enumerate(q):
-            nb, ds = self._index.get_nns_by_vector(row, k, search_k=self.search_k, include_distances=True)
-            idx[i], dist[i] = nb, ds
-        return Neighbors(idx, dist)
+        if q.shape[1] != self._d:
+            raise KdlensError(f"query has {q.shape[1]} features, the index {self._d}")
+        k = self._check_k(k, self._index.get_n_items() + 1)
+        vectors = q.tolist()  # Annoy reads a list faster than a numpy row; same float32 values
+        get = self._index.get_nns_by_vector
+        answers = _annoy_answers(lambda j, m, s, d: get(vectors[j], m, s, d), range(len(vectors)), k,
+                                 self.search_k, _n_threads(self.n_jobs))
+        nb, ds, full = _stack_answers(answers, k)
+        for j in np.flatnonzero(~full):
+            wider = max(self.search_k, 10 * k * self.n_trees)
+            got = get(vectors[j], k, wider, True)
+            if len(got[0]) < k:
+                raise KdlensError(f"the Annoy forest found only {len(got[0])} of k = {k} neighbours of query {j}; "
+                                  "use more trees (n_trees) or a larger search_k, or the exact back-end")
+            nb[j], ds[j] = got
+        return Neighbors(nb, ds)
+
+
+def _annoy_answers(get: Any, items: range, m: int, search_k: int, threads: int) -> list[Any]:
+    """``get(item, m, search_k, True)`` for every item, in order; contiguous blocks of items on
+    ``threads`` threads (Annoy's search runs without the GIL, so they overlap)."""
+    if threads <= 1 or len(items) < 64:
+        return [get(i, m, search_k, True) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = -(-len(items) // (4 * threads))  # 4 blocks a thread: a descheduled thread holds up less
+    blocks = [items[s:s + size] for s in range(0, len(items), size)]
+    with ThreadPoolExecutor(threads) as pool:
+        parts = pool.map(lambda block: [get(i, m, search_k, True) for i in block], blocks)
+        return [a for part in parts for a in part]
+
+
+def _stack_answers(answers: list[Any], m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Annoy's ``(indices, distances)`` lists as n × m arrays, and which rows are full (an
+    answer with fewer than m neighbours leaves its row partly unset)."""
+    full = np.fromiter((len(a[0]) == m for a in answers), dtype=bool, count=len(answers))
+    nb = np.full((len(answers), m), -1, dtype=np.int64)
+    ds = np.full((len(answers), m), np.inf, dtype=np.float32)
+    if full.all():
+        nb[:] = [a[0] for a in answers]
+        ds[:] = [a[1] for a in answers]
+    else:
+        rows = np.flatnonzero(full)
+        if rows.size:
+            nb[rows] = [answers[i][0] for i in rows]
+            ds[rows] = [answers[i][1] for i in rows]
+    return nb, ds, full
 
 
 @KNN_BACKENDS.register("nndescent")
@@ -290,15 +346,21 @@ def _to_angular(ds: np.ndarray, metric: str) -> np.ndarray:
     return np.sqrt(np.clip(2.0 * ds, 0, None)) if metric == "angular" else ds
 
 
+def _without_self(nb: np.ndarray, ds: np.ndarray, k: int, own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` entries of each row that are not the row's own point (``own[r]``,
+    default ``r``): a row holding itself loses it, a row without it loses its last columns."""
+    n = nb.shape[0]
+    own = np.arange(n) if own is None else np.asarray(own)
+    keep = nb != own[:, None]
+    keep &= np.cumsum(keep, axis=1) <= k
+    if not (keep.sum(1) == k).all():
+        raise KdlensError(f"a neighbour list has fewer than k = {k} entries besides the point itself")
+    return nb[keep].reshape(n, k), ds[keep].reshape(n, k)
+
+
 def _drop_self(nb: np.ndarray, ds: np.ndarray, k: int, metric: str) -> Neighbors:
     """Remove each row's own index (or, if absent, its last column) from a (k+1)-graph."""
-    n = nb.shape[0]
-    own = nb == np.arange(n)[:, None]
-    keep = ~own
-    missing = ~own.any(1)
-    keep[missing, -1] = False
-    nb = nb[keep].reshape(n, k)
-    ds = ds[keep].reshape(n, k)
+    nb, ds = _without_self(nb, ds, k)
     return Neighbors(nb.astype(np.int64), _to_angular(ds, metric).astype(np.float32))
 
 
