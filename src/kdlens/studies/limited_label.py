@@ -17,6 +17,11 @@ passes over the unlabeled pool, like the distilled student.  Their column is the
 final accuracy, as for UD and D; the EMA model's (what Mean Teacher, MixMatch and FixMatch
 evaluate) is kept in the rows as ``<method>_ema``.  FixMatch "Reduced", the baseline Lee &
 Wallraven ran themselves, is ``semi=("fixmatch",)`` with ``student="wrn_28_1"``.
+
+A teacher with outside knowledge: ``teacher_init`` (weights from elsewhere, e.g. ImageNet),
+or ``teacher_pretrain="disjoint"`` (pre-trained here on a reserve no fold sees:
+:mod:`kdlens.studies.teacher_pretrain`).  The paper's own protocol is the ``paper`` scale
+of :mod:`kdlens.studies.limited_label_paper`.
 """
 
 from __future__ import annotations
@@ -26,10 +31,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdlens.config import DistillConfig, TrainConfig, validate
+from kdlens.config import DataConfig, DistillConfig, TrainConfig, validate
 from kdlens.errors import KdlensError
 from kdlens.models.registry import MODELS
 from kdlens.studies.summary import fmt_mean_std, mean_std
+from kdlens.studies.teacher_pretrain import (
+    DEFAULT_FRACTION,
+    check_folds_disjoint,
+    check_pretrain_source,
+    load_pair,
+    plan_reserve,
+    pretrain_teacher,
+)
+from kdlens.train.data_setup import prepare_data
 from kdlens.train.distill_run import run_distillation
 from kdlens.train.run import run_training
 from kdlens.train.semi_loops import SEMI_LOOPS
@@ -57,6 +71,35 @@ def semi_methods(text: str | Sequence[str] | None) -> list[str]:
     return names
 
 
+def _fold_data(dataset: str, budget: int, fold: int, folds: int, fold_mode: str, unlabeled_limit: int | None,
+               data_root: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` section of one fold's runs: ``disjoint`` folds of one split seed, or
+    ``resample``: independent balanced draws (fold ``f`` = split seed ``f``)."""
+    data: dict[str, Any] = {"name": dataset, "budget": budget, "n_folds": folds, "fold": fold,
+                            "unlabeled_limit": unlabeled_limit, **options}
+    if fold_mode == "resample":
+        data.update(n_folds=1, fold=0, split_seed=fold)
+    if data_root is not None:
+        data["root"] = data_root
+    return data
+
+
+def _check_arguments(teacher: str, student: str, fold_mode: str, teacher_init: str | None,
+                     teacher_pretrain: str | None) -> str | None:
+    for name in (teacher, student):  # fail before the first of many runs trains
+        MODELS.get(name)
+    if fold_mode not in ("disjoint", "resample"):
+        raise KdlensError(f"fold_mode must be disjoint or resample, got {fold_mode!r}")
+    source = check_pretrain_source(teacher_pretrain)
+    if source is not None and teacher_init is not None:
+        raise KdlensError("give one teacher initialisation: --teacher-init (weights from elsewhere) or "
+                          f"--teacher-pretrain {source} (pre-trained here on a disjoint reserve)")
+    if source is not None and fold_mode == "resample":
+        raise KdlensError("--teacher-pretrain needs disjoint folds of one split seed (fold_mode=disjoint): "
+                          "resampled folds would each hold out a different reserve")
+    return source
+
+
 def run_limited_label_study(
     dataset: str = "fashion-mnist",
     budgets: Sequence[int] = (100, 500, 1000, 5000),
@@ -74,61 +117,101 @@ def run_limited_label_study(
     extra: dict[str, Any] | None = None,
     semi: Sequence[str] = (),
     semi_options: dict[str, dict[str, Any]] | None = None,
+    *,
+    data_root: str | None = None,
+    augmentation: dict[str, Any] | None = None,
+    teacher_kwargs: dict[str, Any] | None = None,
+    fold_mode: str = "disjoint",
+    teacher_pretrain: str | None = None,
+    pretrain_fraction: float = DEFAULT_FRACTION,
+    pretrain_epochs: int | None = None,
 ) -> list[dict[str, Any]]:
     """``semi``: semi-supervised baselines run beside UD and D (``semi_options``: method →
-    its hyper-parameters, e.g. ``{"fixmatch": {"threshold": 0.9}}``)."""
-    for name in (teacher, student):  # fail before the first of many runs trains
-        MODELS.get(name)
+    its hyper-parameters, e.g. ``{"fixmatch": {"threshold": 0.9}}``).
+
+    ``data_root``: where the dataset's files are; ``augmentation``: data options of the
+    teacher, UD and D (e.g. ``{"crop_padding": 0, "hflip": True}``); ``teacher_kwargs``: the
+    teacher's constructor arguments (``{"upsample_to": 224}``); ``fold_mode``: ``disjoint``
+    folds or ``resample`` (independent draws, split seed = fold).  ``teacher_pretrain="disjoint"``
+    pre-trains the teacher on a ``pretrain_fraction`` reserve outside every fold's labels and
+    unlabeled pool (:mod:`kdlens.studies.teacher_pretrain`) for ``pretrain_epochs`` (default:
+    the epoch rule at the reserve's size), then fine-tunes it on each budget."""
+    source = _check_arguments(teacher, student, fold_mode, teacher_init, teacher_pretrain)
     semi = semi_methods(semi)
     semi_options = semi_options or {}
     for method in semi_options:
         if method not in semi:
             raise KdlensError(f"semi_options for {method!r}, which is not among the methods run ({', '.join(semi) or 'none'})")
-    rows = []
     common = {"out": out, **(extra or {})}
-    for budget in budgets:
-        for fold in range(folds):
-            data = {"name": dataset, "budget": budget, "n_folds": folds, "fold": fold,
-                    "unlabeled_limit": unlabeled_limit}
-            epochs = labeled_epochs_override or labeled_epochs(budget)
-            every = max(1, epochs // 10)  # ~10 test evaluations per labeled-set run
-            t = run_training(validate(TrainConfig, {
-                **common, "model": {"name": teacher, "init": teacher_init}, "data": data, "epochs": epochs,
-                "eval_every": every, "name": f"teacher-b{budget}-f{fold}"}), progress=progress)
-            ud = run_training(validate(TrainConfig, {
-                **common, "model": {"name": student}, "data": data, "epochs": epochs, "eval_every": every,
-                "name": f"ud-b{budget}-f{fold}"}), progress=progress)
-            d = run_distillation(validate(DistillConfig, {
-                **common, "teacher": {"run": str(t.path)}, "model": {"name": student}, "data": data,
-                "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
-                "cache": teacher_cache, "name": f"d-b{budget}-f{fold}"}), progress=progress)
-            row = {"budget": budget, "fold": fold, "teacher": t.metrics["final_acc"],
-                   "undistilled": ud.metrics["final_acc"], "distilled": d.metrics["final_acc"]}
-            for method in semi:
-                cfg = validate(TrainConfig, {
-                    **common, "model": {"name": student}, "data": data, "epochs": student_epochs,
-                    "semi": method, "semi_options": semi_options.get(method, {}), "name": f"{method}-b{budget}-f{fold}"})
-                run = run_semi_supervised(cfg, resume=True, progress=progress)
-                row[method] = run.metrics["final_acc"]
-                if run.metrics.get("ema_final_acc") is not None:
-                    row[f"{method}_ema"] = run.metrics["ema_final_acc"]
-            rows.append(row)
+    pair = load_pair({"name": dataset, **({"root": data_root} if data_root else {})})
+    plan = plan_reserve(pair, pretrain_fraction) if source else None
+    held_out = plan.data_options if plan else {}
+    grid = [(b, f, _fold_data(dataset, b, f, folds, fold_mode, unlabeled_limit, data_root, held_out))
+            for b in budgets for f in range(folds)]
+    for _, _, data in grid:  # every fold's split is checked before anything trains
+        prepare_data(validate(DataConfig, data), pair)
+    if plan:
+        check_folds_disjoint(plan, pair, [d for _, _, d in grid])
+        epochs = pretrain_epochs or labeled_epochs(len(plan.reserve))
+        teacher_init = pretrain_teacher(plan, pair, {
+            **common, "model": {"name": teacher, "kwargs": teacher_kwargs or {}},
+            "data": {"name": dataset, **({"root": data_root} if data_root else {}), **(augmentation or {})},
+            "epochs": epochs,
+            "eval_every": max(1, epochs // 10), "name": f"teacher-pretrain-{source}"}, progress)
+    rows = []
+    for budget, fold, data in grid:
+        labeled_data = {**data, **(augmentation or {})}
+        epochs = labeled_epochs_override or labeled_epochs(budget)
+        every = max(1, epochs // 10)  # ~10 test evaluations per labeled-set run
+        t = run_training(validate(TrainConfig, {
+            **common, "model": {"name": teacher, "init": teacher_init, "kwargs": teacher_kwargs or {}},
+            "data": labeled_data, "epochs": epochs, "eval_every": every, "name": f"teacher-b{budget}-f{fold}"}),
+            progress=progress)
+        ud = run_training(validate(TrainConfig, {
+            **common, "model": {"name": student}, "data": labeled_data, "epochs": epochs, "eval_every": every,
+            "name": f"ud-b{budget}-f{fold}"}), progress=progress)
+        d = run_distillation(validate(DistillConfig, {
+            **common, "teacher": {"run": str(t.path)}, "model": {"name": student}, "data": labeled_data,
+            "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
+            "cache": teacher_cache, "name": f"d-b{budget}-f{fold}"}), progress=progress)
+        row = {"budget": budget, "fold": fold, "teacher": t.metrics["final_acc"],
+               "undistilled": ud.metrics["final_acc"], "distilled": d.metrics["final_acc"]}
+        for method in semi:
+            cfg = validate(TrainConfig, {
+                **common, "model": {"name": student}, "data": data, "epochs": student_epochs,
+                "semi": method, "semi_options": semi_options.get(method, {}), "name": f"{method}-b{budget}-f{fold}"})
+            run = run_semi_supervised(cfg, resume=True, progress=progress)
+            row[method] = run.metrics["final_acc"]
+            if run.metrics.get("ema_final_acc") is not None:
+                row[f"{method}_ema"] = run.metrics["ema_final_acc"]
+        rows.append(row)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "limited_label.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def limited_label_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table: budget | UD | D | teacher | D − UD (mean ± std over folds), then a
-    column per semi-supervised baseline the rows hold."""
+def fmt_mean_range(values: Sequence[float]) -> str:
+    """``"2.00 (max−min 2.00)"``: mean and the fold spread as Lee & Wallraven report it."""
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.2f} (n = 1)"
+    return f"{sum(values) / len(values):.2f} (max−min {max(values) - min(values):.2f})"
+
+
+def limited_label_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
+    """Markdown table: budget | UD | D | teacher | D − UD (mean ± std over folds, or with
+    ``spread="range"`` mean and max − min), then a column per semi-supervised baseline the rows hold."""
+    if spread not in ("std", "range"):
+        raise KdlensError(f"spread must be std or range, got {spread!r}")
+    fmt = fmt_mean_std if spread == "std" else fmt_mean_range
     methods = [m for m in SEMI_TITLES if any(m in r for r in rows)]
     head = ["labels", "undistilled (UD)", "distilled (D)", "teacher", "D − UD"] + [SEMI_TITLES[m] for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for budget in sorted({r["budget"] for r in rows}):
         sel = [r for r in rows if r["budget"] == budget]
         gain = mean_std([r["distilled"] - r["undistilled"] for r in sel])[0]
-        cells = [str(budget), fmt_mean_std([r["undistilled"] for r in sel]), fmt_mean_std([r["distilled"] for r in sel]),
-                 fmt_mean_std([r["teacher"] for r in sel]), f"{gain:+.2f}"]
-        cells += [fmt_mean_std([r[m] for r in sel if m in r]) for m in methods]
+        cells = [str(budget), fmt([r["undistilled"] for r in sel]), fmt([r["distilled"] for r in sel]),
+                 fmt([r["teacher"] for r in sel]), f"{gain:+.2f}"]
+        cells += [fmt([r[m] for r in sel if m in r]) for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
