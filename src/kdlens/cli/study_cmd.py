@@ -21,16 +21,40 @@ def _ints(text: str) -> list[int]:
 @study_app.command("limited-label")
 @user_errors_exit_2
 def limited_label(
-    dataset: str = typer.Option("fashion-mnist"),
-    budgets: str = typer.Option("100,500,1000,5000", help="balanced label budgets"),
-    folds: int = typer.Option(3),
-    teacher: str = typer.Option("thesis_teacher_small", "--teacher-model", help="teacher model reference (zoo "
-                                "name, torchvision:NAME, …) trained on each fold's labels; see --teacher-init"),
-    student: str = typer.Option("thesis_student", help="student model reference"),
-    student_epochs: int = typer.Option(3, help="epochs over the unlabeled set for the distilled student"),
+    scale: str = typer.Option("cpu", help="cpu: Fashion-MNIST sized for a CPU (the defaults below) | paper: Lee & "
+                              "Wallraven's CIFAR-100 protocol (WRN-28-1 student, ImageNet ResNet-18 teacher, SGD "
+                              "0.1 ×0.2/60 epochs, flips, budgets 400…20,000 × 5 folds; needs --data-root and "
+                              "--teacher-weights files, see README)"),
+    dataset: str = typer.Option(None, help="dataset (default: fashion-mnist; paper: cifar100)"),
+    budgets: str = typer.Option(None, help="balanced label budgets (default: 100,500,1000,5000; paper: "
+                                "400,2500,5000,10000,20000)"),
+    folds: int = typer.Option(None, help="folds per budget (default: 3; paper: 5)"),
+    teacher: str = typer.Option(None, "--teacher-model", help="teacher model reference (zoo name, "
+                                "torchvision:NAME, …) trained on each fold's labels; see --teacher-init "
+                                "(default: thesis_teacher_small; paper: resnet18)"),
+    student: str = typer.Option(None, help="student model reference (default: thesis_student; paper: wrn_28_1)"),
+    student_epochs: int = typer.Option(None, help="epochs over the unlabeled set for the distilled student "
+                                       "(default: 3; paper: 200)"),
+    labeled_epochs: int = typer.Option(None, "--labeled-epochs", help="epochs of the teacher and UD on the "
+                                       "labeled set (default: min(200, max(10, 20000/budget)); paper: 200)"),
     unlabeled_limit: int = typer.Option(None, help="cap the unlabeled set (random, seeded)"),
     teacher_init: str = typer.Option(None, "--teacher-init", help="fine-tune the teacher from this run directory "
                                      "or checkpoint file"),
+    teacher_pretrain: str = typer.Option("none", "--teacher-pretrain", help="none | disjoint: pre-train the "
+                                         "teacher on a stratified reserve of the training set (all labels) that "
+                                         "no fold's labeled set or unlabeled pool contains, then fine-tune it "
+                                         "per budget"),
+    pretrain_fraction: float = typer.Option(0.2, help="share of the training set reserved for --teacher-pretrain "
+                                            "disjoint"),
+    pretrain_epochs: int = typer.Option(None, help="epochs of the pre-training on the reserve (default: the "
+                                        "labeled-epoch rule at the reserve's size)"),
+    data_root: str = typer.Option(None, "--data-root", help="folder holding the dataset files (paper: "
+                                  "DIR/cifar-100-python/{train,test,meta}; default: $KDLENS_DATA_ROOT or "
+                                  "~/.cache/kdlens/datasets)"),
+    teacher_weights: str = typer.Option(None, "--teacher-weights", help="paper: torchvision resnet18 ImageNet "
+                                        "state_dict (default: torch hub's checkpoints/resnet18-f37072fd.pth)"),
+    teacher_upsample: int = typer.Option(None, "--teacher-upsample", help="paper: side the teacher resizes the "
+                                         "32×32 inputs to (default 224)"),
     teacher_cache: str = typer.Option("auto", help="teacher-output cache for the distilled student: auto | on | off"),
     out: str = typer.Option("runs/limited-label"),
     bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
@@ -39,12 +63,24 @@ def limited_label(
 ) -> None:
     """Lee & Wallraven 2021 Table 1: undistilled vs distilled student and teacher per label budget
     (and, with --semi, the semi-supervised baselines on the same folds)."""
+    from kdlens.errors import KdlensError
     from kdlens.studies.limited_label import limited_label_table, run_limited_label_study, semi_methods
+    from kdlens.studies.limited_label_paper import scale_settings
 
-    rows = run_limited_label_study(dataset, _ints(budgets), folds, teacher, student, student_epochs,
-                                   unlabeled_limit, teacher_init=teacher_init, teacher_cache=teacher_cache, out=out,
-                                   extra={"bf16": bf16, "channels_last": bf16}, semi=semi_methods(semi))
-    typer.echo(limited_label_table(rows))
+    if scale == "paper" and teacher_init is not None:
+        raise KdlensError("--scale paper fine-tunes the ImageNet ResNet-18 of --teacher-weights; --teacher-init "
+                          "is for the cpu scale")
+    settings = scale_settings(scale, data_root, teacher_weights, teacher_upsample)
+    given = {"dataset": dataset, "budgets": None if budgets is None else _ints(budgets), "folds": folds,
+             "teacher": teacher, "student": student, "student_epochs": student_epochs,
+             "labeled_epochs_override": labeled_epochs, "teacher_init": teacher_init}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    spread = settings.pop("spread", "std")
+    extra = {**settings.pop("extra", {}), "bf16": bf16, "channels_last": bf16}
+    rows = run_limited_label_study(**settings, unlabeled_limit=unlabeled_limit, teacher_cache=teacher_cache,
+                                   out=out, extra=extra, semi=semi_methods(semi), teacher_pretrain=teacher_pretrain,
+                                   pretrain_fraction=pretrain_fraction, pretrain_epochs=pretrain_epochs)
+    typer.echo(limited_label_table(rows, spread=spread))
 
 
 @study_app.command("kd-vs-alone")
