@@ -93,6 +93,7 @@ def test_study_pretrains_the_teacher_on_the_reserve_then_fine_tunes(tmp_path):
             assert np.intersect1d(reserve, labeled).size == 0
             unlabeled = run / "splits" / "unlabeled.npy"
             assert np.intersect1d(reserve, np.load(unlabeled)).size == 0 and len(np.load(unlabeled)) == 200
+            assert np.array_equal(np.load(run / "splits" / "val.npy"), reserve)  # held out, recorded
 
 
 def test_pretrain_and_teacher_init_are_exclusive(tmp_path):
