@@ -113,3 +113,14 @@ def test_paper_scale_runs_on_tiny_files(paper_files, tmp_path):
     teacher = configs["teacherf0"]["model"]
     assert teacher["name"] == "resnet18" and teacher["init"] == str(weights) and teacher["kwargs"] == {"upsample_to": 32}
     assert configs["udf0"]["model"]["name"] == "wrn_28_1" and configs["df0"]["loss"] == {"T": 4.0}
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--teacher-weights", "w.pth"], "belong to the paper scale"),  # cpu scale: a paper-only option
+    (["--scale", "paper", "--teacher-init", "runs/T"], "--teacher-init is for the cpu scale"),
+    (["--scale", "huge"], "cpu, paper"),
+])
+def test_options_of_the_other_scale_are_refused(tmp_path, args, said):
+    res = CliRunner().invoke(app, ["study", "limited-label", *args, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and said in _said(res)
+    assert not (tmp_path / "out").exists()
