@@ -47,19 +47,6 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def _run_names(runs: list[str]) -> list[str]:
-    """Distinct output names: a run directory's name, a weights file's stem."""
-    names: list[str] = []
-    for r in runs:
-        path = Path(r).resolve()
-        base = (path.stem if path.is_file() else path.name) or "run"
-        name, i = base, 2
-        while name in names:
-            name, i = f"{base}-{i}", i + 1
-        names.append(name)
-    return names
-
-
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     from kdlens.store import atomic_write_text
 
@@ -140,7 +127,7 @@ def embed(
         run_analysis,
     )
     from kdlens.store import RunDir, atomic_write_bytes
-    from kdlens.store.analysis import check_store
+    from kdlens.store.analysis import check_store, distinct_names
     from kdlens.train.teacher import resolve_checkpoint
     from kdlens.train.threads import choose_threads, set_threads
 
@@ -184,7 +171,7 @@ def embed(
     _check_neighbours(neighbours, count)
     models = {}
     sources = [(r, None) for r in run] + ([(None, weights)] if weights is not None else [])
-    names = _run_names([r if r is not None else w for r, w in sources])
+    names = distinct_names([r if r is not None else w for r, w in sources], "run")
     for label, (r, w) in zip(names, sources, strict=True):
         model = load_explained_model(r, split, teacher_model if w is not None else None, w).model
         select_points(model, wanted, example_batch(split, 1))

@@ -41,6 +41,20 @@ def subject_label(ref: str | Path) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in base).strip(".") or "model"
 
 
+def distinct_names(refs: Sequence[str | Path], fallback: str = "model") -> list[str]:
+    """Distinct display names for model references: a run directory's name, a file's stem;
+    repeats get ``-2``, ``-3``, … (``[a/x, b/x]`` → ``[x, x-2]``)."""
+    names: list[str] = []
+    for ref in refs:
+        p = Path(ref).resolve()
+        base = (p.stem if p.is_file() else p.name) or fallback
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
 def analysis_name(kind: str, subjects: Sequence[str | Path], command: str | None = None) -> str:
     """The directory name of an analysis without its hash: ``hints-resnet8-digits``,
     ``softlabels-entropy-small+1`` (the first of two teachers, and one more)."""

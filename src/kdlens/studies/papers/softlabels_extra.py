@@ -22,7 +22,7 @@ In a study file::
     pretraining:
       kind: softlabel-pretraining
       needs: [teacher]
-      params: {teacher: thesis_teacher_small, batch_sizes: [16, 64, 256, 1024, 4096], teacher_epochs: 6, T: 9,
+      params: {teacher: cnn_teacher_small, batch_sizes: [16, 64, 256, 1024, 4096], teacher_epochs: 6, T: 9,
                student: baseline_student, epochs: 2}   # epochs / batch_size / lr: the students'
 """
 
@@ -48,7 +48,7 @@ def noise_step(ctx: StepContext) -> dict[str, Any]:
     test = run_dataset(teachers[0][1], "test")
     logits = {name: _logits(ctx, dep, train, "train") for name, dep in teachers}
     result = soft_label_noise_sweep(
-        ctx.param("student", "thesis_student"), train, test, logits, scales=ctx.param("scales", list(DEFAULT_NOISE_SCALES)),
+        ctx.param("student", "cnn_student"), train, test, logits, scales=ctx.param("scales", list(DEFAULT_NOISE_SCALES)),
         noises=ctx.param("noises", list(NOISES)), T=float(ctx.param("T", 4.0)), ls_alphas=ctx.param("ls_alphas", [0.1]),
         removed_classes=ctx.param("classes"), seeds=ctx.param("seeds", [0]), settings=_settings(ctx),
     )

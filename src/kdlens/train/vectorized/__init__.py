@@ -8,7 +8,7 @@ layout of :func:`torch.func.stack_module_state`), one mini-batch and one cached 
 serve every student, and one forward/backward pass computes all their gradients.
 
 >>> specs = [StudentSpec(seed=0, temperature=T, removed_classes=(c,)) for c in range(10) for T in (3, 9)]
->>> result = train_students("thesis_student", specs, train, teacher_logits, test=test, epochs=2)
+>>> result = train_students("cnn_student", specs, train, teacher_logits, test=test, epochs=2)
 >>> result.class_accuracy[:, 3]          # every student's accuracy on class 3's test images
 
 Backends
