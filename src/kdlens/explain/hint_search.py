@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlens.errors import KdlensError, unknown_name
-from kdlens.explain.hints import HINT_RULES, HintSelection, select_hint_points
+from kdlens.explain.hints import CLUSTER_ALGORITHMS, HINT_RULES, HintSelection, select_hint_points
 from kdlens.explain.representations import (
     REPRESENTATION_FORMS,
     candidate_layers,
@@ -290,10 +290,13 @@ class HintSearchResult:
 
 
 # ------------------------------------------------------------------------- search
-def check_search_options(metric: str, rule: str, form: str) -> None:
-    """Unknown similarity metric, hint rule or tap form → KdlensError with the allowed names."""
+def check_search_options(metric: str, rule: str, form: str, algorithm: str | None = None) -> None:
+    """Unknown similarity metric, hint rule, tap form or clustering algorithm → KdlensError
+    with the allowed names."""
     from kdlens.explain.similarity import metric_names
 
+    if algorithm is not None and algorithm not in CLUSTER_ALGORITHMS:
+        raise unknown_name("layer clustering algorithm", algorithm, CLUSTER_ALGORITHMS)
     if metric not in metric_names():
         raise unknown_name("similarity metric", metric, metric_names())
     if rule not in HINT_RULES:
@@ -332,7 +335,8 @@ def find_hint_points(
     ``k``: number of hint points; ``metric``: a :func:`~kdlens.explain.similarity.metric_names`
     name ("cka" = linear CKA, "cca" = R²_CCA, …); ``rule``: "centroid" (the authors'
     centre layers, default), "centre", "medoid" or "last"; ``algorithm``: "pursuhint" (the
-    authors' layer-centroid clustering, default), "profiles" or "kmedoids"; ``form``: "post" or "pre" activation taps; ``layers``: candidate layers
+    authors' layer-centroid clustering, default), "profiles", "kmedoids" or "uniform" (k equal
+    consecutive groups — the paper's similarity-blind baseline); ``form``: "post" or "pre" activation taps; ``layers``: candidate layers
     (default one per sub-block).  ``cache_dir``: representation cache (see
     :mod:`kdlens.explain.representations`; ``data_key`` identifies the data there).
     ``blas_threads``: BLAS threads for step 2 (1 is fastest on a busy shared CPU).
@@ -346,7 +350,7 @@ def find_hint_points(
     from kdlens.explain.similarity import similarity_matrix
 
     t_start = time.perf_counter()
-    check_search_options(metric, rule, form)
+    check_search_options(metric, rule, form, algorithm)
     names = list(layers) if layers is not None else candidate_layers(model, form)
     k = _check_k(k, len(names), model)
     rows = sample_indices(len(images) if pool is None else pool, n, seed)

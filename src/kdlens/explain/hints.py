@@ -36,6 +36,14 @@ symmetric as (S + Sᵀ)/2, diagonal distance 0).  Two deterministic algorithms:
   summed distance to its cluster, repeat until the medoids stop moving.  Uses the
   similarity itself as the metric (no profile embedding); centres are always layers.
 
+``algorithm="uniform"`` — the similarity-blind baseline PURSUhInT compares its clustering
+  with: k consecutive groups of (nearly) equal size — ⌊L/k⌋ + 1 layers for the first
+  L mod k groups, ⌊L/k⌋ for the rest (numpy.array_split's sizes); with the default rule ``"centroid"`` the hint of a group is its
+  floored mean index (the same centre the authors' clustering moves to).  27 layers,
+  k = 3 → groups 1–9, 10–18, 19–27 and hints 5, 14, 23 (1-based); 54 layers → 9, 27, 45.
+  The similarity matrix only fixes L.  (The paper's text was not available here: how it
+  splits L not divisible by k and whether its centre is floored are kdlens's choices.)
+
 Clusters are finally numbered by their first (lowest-index) layer, so for contiguous
 clusters cluster 0 is the shallowest.
 
@@ -69,6 +77,7 @@ __all__ = [
     "conventional_hint_indices",
     "CLUSTER_ALGORITHMS",
     "HINT_RULES",
+    "uniform_groups",
 ]
 
 
@@ -205,13 +214,29 @@ def _pursuhint_centroids(D: np.ndarray, init_idx: list[int], max_iter: int) -> n
     return labels
 
 
+def uniform_groups(n_layers: int, k: int) -> np.ndarray:
+    """Labels of k consecutive, nearly equal groups of L layers (PURSUhInT's baseline
+    grouping): group c has ⌊L/k⌋ + 1 layers if c < L mod k, else ⌊L/k⌋ — the sizes of
+    numpy.array_split, so the shallower groups take the extra layers."""
+    sizes = [n_layers // k + (1 if c < n_layers % k else 0) for c in range(k)]
+    return np.repeat(np.arange(k), sizes)
+
+
+def _uniform(D: np.ndarray, init_idx: list[int], max_iter: int) -> np.ndarray:
+    """The similarity-blind baseline: consecutive equal groups (D only fixes L)."""
+    return uniform_groups(len(D), len(init_idx))
+
+
 #: name → clustering function(D, initial layer indices, max_iter) → labels.
 CLUSTER_ALGORITHMS: dict[str, Callable[[np.ndarray, list[int], int], np.ndarray]] = {
     "pursuhint": _pursuhint_centroids,
     "profiles": _kmeans_profiles,
     "kmeans": _kmeans_profiles,  # the earlier name of "profiles"
     "kmedoids": _kmedoids,
+    "uniform": _uniform,
 }
+#: algorithms whose default hint rule is "centroid" (the floored mean member index).
+_CENTROID_DEFAULT = ("pursuhint", "uniform")
 
 
 def cluster_layers(
@@ -226,8 +251,10 @@ def cluster_layers(
     ``similarity``: L×L layer similarity (e.g. from ``similarity_matrix``); made symmetric
     as (S + Sᵀ)/2.  ``init``: "even" (centres at layers round(linspace(0, L−1, k)) — first /
     middle / last for k = 3, as in PURSUhInT) or k explicit 0-based layer indices.
-    ``algorithm``: "kmeans" (Lloyd's k-means on distance profiles, default) or "kmedoids"
-    (Voronoi iteration on D) — see the module docstring for the exact algorithms and why.
+    ``algorithm``: "pursuhint" (the authors' layer centroids, default), "profiles" (Lloyd's
+    k-means on distance profiles), "kmedoids" (Voronoi iteration on D) or "uniform" (k
+    consecutive equal groups, the paper's baseline; takes no ``init``) — see the module
+    docstring for the exact algorithms and why.
 
     Deterministic.  Returns an int array of L labels in 0..k−1, clusters numbered by their
     first layer.  ``k < 1`` or ``k > L`` raises :class:`~kdlens.errors.KdlensError`.
@@ -237,6 +264,11 @@ def cluster_layers(
     k = _check_k(k, L)
     if algorithm not in CLUSTER_ALGORITHMS:
         raise unknown_name("layer clustering algorithm", algorithm, CLUSTER_ALGORITHMS)
+    if algorithm == "uniform" and not (isinstance(init, str) and init == "even"):
+        raise KdlensError(
+            f"algorithm='uniform' splits the layers into k equal consecutive groups and has no initial "
+            f"centres; drop init={init!r} (or use algorithm='pursuhint' with explicit initial layers)."
+        )
     init_idx = _initial_indices(init, L, k, floored=algorithm == "pursuhint")
     labels = CLUSTER_ALGORITHMS[algorithm](_distances(S), init_idx, max_iter)
     return _renumber_by_first_layer(labels)
@@ -359,7 +391,7 @@ def select_hint_points(
     """PURSUhInT hint points: cluster the layers (:func:`cluster_layers`) and take one
     layer per cluster by ``rule``.
 
-    ``rule``: None (``"centroid"`` for ``algorithm="pursuhint"``, else ``"centre"``),
+    ``rule``: None (``"centroid"`` for ``algorithm="pursuhint"`` or ``"uniform"``, else ``"centre"``),
     "centroid" (member nearest the floored mean member index — the authors' centre layer),
     "centre" (member nearest the cluster's mean layer index — the paper's wording,
     the middle of a group of similar layers), "medoid" (member with the least summed
@@ -370,7 +402,7 @@ def select_hint_points(
     S = _as_similarity(similarity)
     L = S.shape[0]
     if rule is None:
-        rule = "centroid" if algorithm == "pursuhint" else "centre"
+        rule = "centroid" if algorithm in _CENTROID_DEFAULT else "centre"
     if rule not in HINT_RULES:
         raise unknown_name("hint rule", rule, ["centroid", "centre", "medoid", "last"])
     if names is not None:
