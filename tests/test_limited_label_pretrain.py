@@ -77,6 +77,10 @@ def test_study_pretrains_the_teacher_on_the_reserve_then_fine_tunes(tmp_path):
         "--pretrain-fraction", "0.25", "--pretrain-epochs", "2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "| 20 |" in res.output
+    lines = res.output.splitlines()  # progress while it works (issue 14), not only the table at the end
+    assert lines[0].startswith("limited-label (cpu scale): teacher, undistilled and distilled student")
+    assert "budget 20, fold 0 (1/2): teacher, UD, D (3 runs)" in lines
+    assert "budget 20, fold 1 (2/2): teacher, UD, D (3 runs)" in lines
     pre = _run_dir(out, "teacher-pretrain-disjoint")
     reserve = np.load(pre / "splits" / "pretrain_reserve.npy")
     expected, _ = pretrain_reserve(load_dataset("digits").labels.numpy(), 0.25, seed=0)

@@ -36,8 +36,12 @@ def test_limited_label_study_is_resumable(tmp_path):
 def test_kd_vs_alone(tmp_path):
     teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
                                                   "epochs": 2, "out": str(tmp_path), "name": "t"}), progress=False)
-    rows = run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", seeds=[0, 1], epochs=1, out=str(tmp_path / "s"))
+    said: list[str] = []
+    rows = run_kd_vs_alone(str(teacher.path), "digits", "baseline_student", seeds=[0, 1], epochs=1,
+                           out=str(tmp_path / "s"), log=said.append)
     assert len(rows) == 2
+    assert said == ["run 1/4: seed 0, baseline_student distilled (kd)", "run 2/4: seed 0, baseline_student alone",
+                    "run 3/4: seed 1, baseline_student distilled (kd)", "run 4/4: seed 1, baseline_student alone"]
     strip = lambda r: {k: v for k, v in r.items() if k != "seed"}  # noqa: E731
     assert strip(rows[0]) != strip(rows[1])  # different seeds, different runs
     assert "| kd |" in kd_vs_alone_table(rows)

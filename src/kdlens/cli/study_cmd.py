@@ -60,9 +60,12 @@ def limited_label(
     bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
     semi: str = typer.Option(None, help="semi-supervised baselines to run beside UD and D, comma-separated: "
                              "pseudo_label, pi_model, mean_teacher, mixmatch, fixmatch, or all"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars or run lines"),
 ) -> None:
     """Lee & Wallraven 2021 Table 1: undistilled vs distilled student and teacher per label budget
     (and, with --semi, the semi-supervised baselines on the same folds)."""
+    if not quiet:  # before the heavy imports: a line within a second of starting
+        typer.echo(f"limited-label ({scale} scale): teacher, undistilled and distilled student per budget and fold → {out}")
     from kdlens.errors import KdlensError
     from kdlens.studies.limited_label import limited_label_table, run_limited_label_study, semi_methods
     from kdlens.studies.limited_label_paper import scale_settings
@@ -79,7 +82,8 @@ def limited_label(
     extra = {**settings.pop("extra", {}), "bf16": bf16, "channels_last": bf16}
     rows = run_limited_label_study(**settings, unlabeled_limit=unlabeled_limit, teacher_cache=teacher_cache,
                                    out=out, extra=extra, semi=semi_methods(semi), teacher_pretrain=teacher_pretrain,
-                                   pretrain_fraction=pretrain_fraction, pretrain_epochs=pretrain_epochs)
+                                   pretrain_fraction=pretrain_fraction, pretrain_epochs=pretrain_epochs,
+                                   progress=not quiet, log=None if quiet else typer.echo)
     typer.echo(limited_label_table(rows, spread=spread))
 
 
@@ -101,6 +105,9 @@ def kd_vs_alone(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """The same student alone vs distilled, mean ± std over seeds."""
+    if not quiet:  # before the heavy imports: a line within a second of starting
+        typer.echo(f"kd-vs-alone: {student} alone vs distilled ({method}) from {teacher}, seeds {seeds}, "
+                   f"{epochs} epochs each → {out}")
     from kdlens.studies.kd_vs_alone import kd_vs_alone_table, kd_vs_alone_verdict, run_kd_vs_alone, teacher_accuracy
     from kdlens.train.teacher import teacher_training_data
 
@@ -111,7 +118,7 @@ def kd_vs_alone(
         dataset = (teacher_training_data(teacher) or {}).get("name") or "fashion-mnist"
     extra = {} if bf16 is None else {"bf16": bf16, "channels_last": bf16}
     rows = run_kd_vs_alone(teacher, dataset, student, method, _ints(seeds), epochs, out,
-                           progress=not quiet, extra=extra, distill_extra=weights)
+                           progress=not quiet, extra=extra, distill_extra=weights, log=None if quiet else typer.echo)
     typer.echo(kd_vs_alone_table(rows, method))
     typer.echo(kd_vs_alone_verdict(rows, teacher_accuracy(teacher)))
 

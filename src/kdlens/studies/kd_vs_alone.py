@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ def run_kd_vs_alone(
     progress: bool = False,
     extra: dict[str, Any] | None = None,
     distill_extra: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """``extra``: config keys of both runs; ``distill_extra``: of the distilled run only (γ, α,
-    ``loss.T``). Runs already done in ``out`` (same config) are reused, not retrained."""
+    ``loss.T``). Runs already done in ``out`` (same config) are reused, not retrained; ``log``
+    is told which run starts."""
     pairs = []  # every seed's configs are validated before anything trains
     for seed in seeds:
         common = {"out": out, "model": {"name": student}, "data": {"name": dataset}, "epochs": epochs,
@@ -39,7 +41,12 @@ def run_kd_vs_alone(
     for seed, (alone_cfg, kd_cfg) in zip(seeds, pairs):
         # distilled first: its set-up checks (method, hint layers, teacher vs data) fail before
         # anything trains
+        done = 2 * len(rows)
+        if log is not None:
+            log(f"run {done + 1}/{2 * len(pairs)}: seed {seed}, {student} distilled ({method})")
         kd = run_distillation(kd_cfg, progress=progress)
+        if log is not None:
+            log(f"run {done + 2}/{2 * len(pairs)}: seed {seed}, {student} alone")
         alone = run_training(alone_cfg, progress=progress)
         rows.append({"seed": seed, "alone_final": alone.metrics["final_acc"], "alone_best": alone.metrics["best_acc"],
                      "kd_final": kd.metrics["final_acc"], "kd_best": kd.metrics["best_acc"],

@@ -27,7 +27,7 @@ of :mod:`kdlens.studies.limited_label_paper`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ def run_limited_label_study(
     teacher_kwargs: dict[str, Any] | None = None,
     fold_mode: str = "disjoint",
     teacher_pretrain: str | None = None,
+    log: Callable[[str], None] | None = None,
     pretrain_fraction: float = DEFAULT_FRACTION,
     pretrain_epochs: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -159,8 +160,12 @@ def run_limited_label_study(
             "epochs": epochs,
             "eval_every": max(1, epochs // 10), "name": f"teacher-pretrain-{source}"}, progress)
     rows = []
-    for budget, fold, data in grid:
+    say = log or (lambda _message: None)
+    runs_per_cell = 3 + len(semi)
+    for cell, (budget, fold, data) in enumerate(grid):
         labeled_data = {**data, **(augmentation or {})}
+        say(f"budget {budget}, fold {fold} ({cell + 1}/{len(grid)}): teacher, UD, D"
+            f"{''.join(', ' + m for m in semi)} ({runs_per_cell} runs)")
         epochs = labeled_epochs_override or labeled_epochs(budget)
         every = max(1, epochs // 10)  # ~10 test evaluations per labeled-set run
         t = run_training(validate(TrainConfig, {
