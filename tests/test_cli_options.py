@@ -30,12 +30,21 @@ def test_print_config_prints_the_resolved_yaml_with_the_teachers_dataset(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("command", ["distill", "train", "profile", "hints"])
-def test_every_option_has_a_help_line(command):
-    group = typer.main.get_command(app)
-    cmd = group.commands[command]
-    missing = [p.name for p in cmd.params if p.param_type_name == "option" and not p.hidden and not (p.help or "").strip()]
-    assert not missing, f"{command}: options without help: {missing}"
+def _commands(cmd, path=()):
+    """Every leaf command of the CLI as (path, command)."""
+    if hasattr(cmd, "commands"):
+        for name, sub in cmd.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield " ".join(path), cmd
+
+
+def test_every_option_of_every_command_has_a_help_line():
+    commands = dict(_commands(typer.main.get_command(app)))
+    assert {"distill", "train", "profile", "hints", "study limited-label", "softlabels noise", "demo"} <= set(commands)
+    missing = {name: [p.name for p in cmd.params if p.param_type_name == "option" and not p.hidden
+                      and not (p.help or "").strip()] for name, cmd in commands.items()}
+    assert not {k: v for k, v in missing.items() if v}, "options without help"
 
 
 def test_threads_default_leaves_busy_cores_alone(monkeypatch):

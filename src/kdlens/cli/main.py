@@ -131,7 +131,7 @@ def models(
 def demo(
     out: str = typer.Option("runs/demo", help="where the demo writes its runs"),
     dataset: str = typer.Option("digits", help="digits (embedded) or fashion-mnist"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """The main job: the three studies at smoke scale on the embedded data, then the HTML report."""
     from kdlens.demo import run_demo

@@ -56,8 +56,9 @@ def limited_label(
     teacher_upsample: int = typer.Option(None, "--teacher-upsample", help="paper: side the teacher resizes the "
                                          "32×32 inputs to (default 224)"),
     teacher_cache: str = typer.Option("auto", help="teacher-output cache for the distilled student: auto | on | off"),
-    out: str = typer.Option("runs/limited-label"),
-    bf16: bool = typer.Option(False, "--bf16/--no-bf16"),
+    out: str = typer.Option("runs/limited-label", help="run store of the study's runs (reused when done)"),
+    bf16: bool = typer.Option(False, "--bf16/--no-bf16", help="bf16 autocast and channels-last (fast only on CPUs "
+                              "with native bf16: AVX-512-BF16/AMX)"),
     semi: str = typer.Option(None, help="semi-supervised baselines to run beside UD and D, comma-separated: "
                              "pseudo_label, pi_model, mean_teacher, mixmatch, fixmatch, or all"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars or run lines"),
