@@ -51,7 +51,10 @@ if TYPE_CHECKING:
     from kdlens.data import Dataset
 
 __all__ = [
+    "BF16_TOLERANCE",
     "DEFAULT_N",
+    "PRECISIONS",
+    "bf16_similarity_change",
     "HintSearchResult",
     "auto_hint_layers",
     "check_search_options",
@@ -71,6 +74,13 @@ _RESULT_VERSION = 1
 #: subspace (pseudo-inverse whitening), identical to plain CCA for full-rank layers, and
 #: defined for layers with dead (always-zero) ReLU channels, which real teachers have.
 _CCA_METRICS = ("cca", "cca_r2")
+#: step-1 forward precisions: "fp32" (default; the reference values) or "bf16" (bfloat16
+#: autocast, accepted only after :func:`bf16_similarity_change` passes on a check sample).
+PRECISIONS = ("fp32", "bf16")
+#: the largest change of any similarity entry a bf16 forward may cause (issue 16).
+BF16_TOLERANCE = 1e-3
+#: examples in the bf16 check sample (fewer if the search uses fewer).
+BF16_CHECK_N = 1000
 
 
 # ----------------------------------------------------------------------- helpers
@@ -325,6 +335,9 @@ def find_hint_points(
     algorithm: str = "pursuhint",
     metric_options: Mapping[str, Any] | None = None,
     progress: bool = False,
+    precision: str = "fp32",
+    bf16_tolerance: float = BF16_TOLERANCE,
+    bf16_check_n: int = BF16_CHECK_N,
 ) -> HintSearchResult:
     """PURSUhInT hint-point search on ``model`` (Keser et al. 2022).
 
@@ -344,6 +357,16 @@ def find_hint_points(
     column space, so rank-deficient layers — dead ReLU channels — are allowed; same value
     as plain CCA for full-rank layers).
 
+    Step 1 runs under ``torch.inference_mode()`` with channels-last batches of
+    ``batch_size``; in ``precision="fp32"`` (default) its values are bit-identical to a plain
+    ``no_grad`` forward.  ``precision="bf16"``: bfloat16 autocast for the forward pass, faster
+    only where the hardware has bf16 arithmetic (a GPU, avx512_bf16/AMX CPUs; about 50× *slower*
+    on AVX2-only CPUs, see benchmarks/RESULTS.md).  It is first checked: on ``bf16_check_n`` of
+    the sampled examples, the similarity matrices from fp32 and bf16 representations are
+    compared, and a change of ``bf16_tolerance`` (1e-3) or more in any entry raises
+    :class:`~kdlens.errors.KdlensError` before the full pass.  The measured change is kept in
+    ``result.extra["bf16_check"]``.
+
     Inputs are checked before any forward pass; bad ones raise
     :class:`~kdlens.errors.KdlensError`.
     """
@@ -351,6 +374,7 @@ def find_hint_points(
 
     t_start = time.perf_counter()
     check_search_options(metric, rule, form, algorithm)
+    _check_precision(precision, bf16_tolerance, bf16_check_n)
     names = list(layers) if layers is not None else candidate_layers(model, form)
     k = _check_k(k, len(names), model)
     rows = sample_indices(len(images) if pool is None else pool, n, seed)
@@ -361,15 +385,30 @@ def find_hint_points(
 
     w_hash = weights_hash(model)
     info: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    reps = layer_representations(
-        model, images, prepare, layers=names, form=form, indices=rows, batch_size=batch_size,
-        cache_dir=cache_dir, data_key=data_key, progress=progress, info=info,
-    )
-    t1 = time.perf_counter()
     options = dict(metric_options or {})
     if metric in _CCA_METRICS:
         options.setdefault("eps", 0.0)
+    extra: dict[str, Any] = {"metric_options": options} if options else {}
+    t_check = time.perf_counter()
+    if precision == "bf16":
+        check_rows = sample_indices(rows, bf16_check_n, seed)
+        change = bf16_similarity_change(model, images, prepare, names, form, check_rows, metric, options,
+                                        batch_size=batch_size, blas_threads=blas_threads)
+        extra.update(precision="bf16", bf16_check={"n": int(check_rows.size), "max_abs_change": change,
+                                                   "tolerance": float(bf16_tolerance)})
+        if not change < bf16_tolerance:
+            raise KdlensError(
+                f"a bf16 forward pass moves the {metric} layer similarity by up to {change:.2e} on a check sample of "
+                f"{check_rows.size} examples (tolerance {bf16_tolerance:g}); use precision='fp32' (the default) for this "
+                "teacher, or a looser bf16_tolerance if that change is acceptable"
+            )
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        reps = layer_representations(
+            model, images, prepare, layers=names, form=form, indices=rows, batch_size=batch_size,
+            cache_dir=cache_dir, data_key=data_key, progress=progress, info=info, bf16=precision == "bf16",
+        )
+    t1 = time.perf_counter()
     S = similarity_matrix(reps, metric, blas_threads=blas_threads, **options)
     t2 = time.perf_counter()
     selection = select_hint_points(S, k, rule=rule, names=names, metric=metric, algorithm=algorithm)
@@ -388,6 +427,7 @@ def find_hint_points(
         selection=selection, similarity=S, layer_names=tuple(names), conventional=tuple(conv),
         metric=metric, rule=selection.rule, form=form, k=k, n=int(rows.size), seed=int(seed),
         timings={
+            **({"step1_bf16_check": t0 - t_check} if precision == "bf16" else {}),
             "step1_representations": t1 - t0,
             "step2_similarity": t2 - t1,
             "step2_clustering": t3 - t2,
@@ -395,8 +435,45 @@ def find_hint_points(
             "total": time.perf_counter() - t_start,
         },
         weights_sha256=w_hash, data=data, cache=info.get("cache", "off"),
-        extra={"metric_options": options} if options else {},
+        extra=extra,
     )
+
+
+def _check_precision(precision: str, tolerance: float, check_n: int) -> None:
+    if precision not in PRECISIONS:
+        raise unknown_name("step-1 precision", precision, PRECISIONS)
+    if not (isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool) and tolerance > 0):
+        raise KdlensError(f"bf16_tolerance must be a positive number (default {BF16_TOLERANCE:g}); got {tolerance!r}")
+    if isinstance(check_n, bool) or not isinstance(check_n, (int, np.integer)) or check_n < 2:
+        raise KdlensError(f"bf16_check_n must be an integer ≥ 2 (default {BF16_CHECK_N}); got {check_n!r}")
+
+
+def bf16_similarity_change(
+    model: nn.Module,
+    images: Tensor,
+    prepare: Callable[[Tensor], Tensor] | None,
+    layers: Sequence[str],
+    form: str,
+    rows: np.ndarray,
+    metric: str = "cka",
+    metric_options: Mapping[str, Any] | None = None,
+    *,
+    batch_size: int = 250,
+    blas_threads: int | None = 1,
+) -> float:
+    """max_ij |S_bf16[i, j] − S_fp32[i, j]|: how far a bfloat16-autocast forward pass moves
+    the L×L layer similarity, both computed on the same ``rows`` of ``images``."""
+    from kdlens.explain.similarity import similarity_matrix
+
+    options = dict(metric_options or {})
+    with torch.inference_mode():
+        fp32 = layer_representations(model, images, prepare, layers=layers, form=form, indices=rows,
+                                     batch_size=batch_size)
+        bf16 = layer_representations(model, images, prepare, layers=layers, form=form, indices=rows,
+                                     batch_size=batch_size, bf16=True)
+    s32 = similarity_matrix(fp32, metric, blas_threads=blas_threads, **options)
+    s16 = similarity_matrix(bf16, metric, blas_threads=blas_threads, **options)
+    return float(np.max(np.abs(s16 - s32)))
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -409,6 +486,7 @@ def _device(model: nn.Module) -> torch.device:
 def _matches(d: Mapping[str, Any], weights: str, dataset: str, k: int, metric: str, rule: str, form: str) -> bool:
     return (
         d.get("weights_sha256") == weights
+        and (d.get("extra") or {}).get("precision", "fp32") == "fp32"  # auto reuses only fp32 searches
         and (d.get("data") or {}).get("dataset") == dataset
         and d.get("k") == k and d.get("metric") == metric and d.get("rule") == rule and d.get("form") == form
     )
