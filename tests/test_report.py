@@ -52,6 +52,9 @@ ALL_KINDS = textwrap.dedent("""
           points: C,D,E
           method_params: {ivis: {k: 10, epochs: 2, patience: 1}}
           superclasses: {round: [0, 6, 8, 9], straight: [1, 4, 7], curved: [2, 3, 5]}
+      toy:
+        kind: embed-toy
+        params: {n: 100, perplexity: 8, method_params: {ivis: {k: 8, epochs: 2}}}
       table1:
         kind: limited-label
         params: {dataset: digits, budgets: [20], folds: 1, teacher: baseline_student, student: baseline_student,

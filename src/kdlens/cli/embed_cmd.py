@@ -1,4 +1,5 @@
-"""``kdlens embed``: embed a trained model's activations at points A–E, with metrics and plots.
+"""``kdlens embed``: embed a trained model's activations at points A–E, with metrics and plots;
+``kdlens embed toy``: the Fig. 1 quadrant toy (t-SNE vs Ivis: is the global layout kept?).
 
 Everything the user gave is checked before any work (method and its parameters, points,
 --images, run directories and their checkpoints, the dataset against the runs', points present
@@ -60,6 +61,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 @user_errors_exit_2
 def embed(
+    ctx: typer.Context,
     run: list[str] = typer.Option(
         None, "--run", help="run directory (repeat for side-by-side, e.g. undistilled then distilled)"
     ),
@@ -82,6 +84,11 @@ def embed(
     neighbours: int = typer.Option(10, "--neighbours", help="neighbours for trustworthiness / continuity / kNN "
                                    "preservation"),
     mass: float = typer.Option(0.9, help="probability mass of the class regions (class-area ratio)"),
+    density_class: str = typer.Option(
+        None, "--density-class", help="also draw this class's density (KDE and its --mass region against that of "
+        "all points; Lee & Wallraven Fig. 7) at every point: a class name or index of the dataset; writes "
+        "RUN/density_METHOD.png (one panel per point) and density_class.csv"
+    ),
     dataset: str = typer.Option(
         None, help="dataset: a catalog name, folder:DIR or python:pkg.module:make (default: the runs'; "
         "required without --run)"
@@ -100,7 +107,10 @@ def embed(
     Models: run directories (--run) and/or a model trained outside kdlens (--teacher-model REF
     --weights PATH).  Of a large (streamed) dataset only the --images sampled test images are
     read.  Writes to STORE/embed-METHOD-RUN-HASH/, recorded in the run store (--out).
+    `kdlens embed toy` embeds the Fig. 1 quadrant toy instead (no model).
     """
+    if ctx.invoked_subcommand is not None:
+        return  # `kdlens embed toy …`: the subcommand does the work
     import numpy as np
 
     from kdlens.distill.cache import weights_hash
@@ -169,6 +179,7 @@ def embed(
                    f"{len(split)}")
     count = min(images, len(split))
     _check_neighbours(neighbours, count)
+    density = None if density_class is None else resolve_class(density_class, list(split.classes))
     models = {}
     sources = [(r, None) for r in run] + ([(None, weights)] if weights is not None else [])
     names = distinct_names([r if r is not None else w for r, w in sources], "run")
@@ -188,14 +199,14 @@ def embed(
         "models": [[label, weights_hash(m)] for label, m in models.items()],
         "data": {"name": name, "split": "test", "fingerprint": data.fingerprint, "classes": list(split.classes)},
         "points": wanted, "method": method, "params": params, "images": count, "pool": pool, "seed": seed,
-        "neighbours": neighbours, "mass": mass,
+        "neighbours": neighbours, "mass": mass, **({"density_class": density} if density is not None else {}),
     }
     first = configs[0].get("model", {}).get("name") if configs else teacher_model
     resolved = {
         "runs": run, "teacher_model": teacher_model, "weights": weights, "model": {"name": first},
         "data": {"name": name, "root": root}, "allow_dataset_mismatch": allow_dataset_mismatch, "points": wanted,
         "method": method, "params": params, "images": images, "pool": pool, "seed": seed, "neighbours": neighbours,
-        "mass": mass, "device": device, "threads": threads, "out": str(out),
+        "mass": mass, "density_class": density_class, "device": device, "threads": threads, "out": str(out),
     }
 
     # ---- work
@@ -248,6 +259,8 @@ def embed(
         if sc_rows and groups is not None:
             _write_csv(out_dir / "superclass.csv", ["run", "within_r2", "between_r2", *groups], sc_rows)
         _figures(out_dir, method, embeddings, labels, test.classes, rows, area_rows)
+        if density is not None:
+            _density_figures(out_dir, method, embeddings, labels, density, list(test.classes), mass)
         return {"dataset": name, "method": method, "points": wanted, "runs": list(models), "images": count}
 
     outcome = run_analysis("embed", [r if r is not None else w for r, w in sources], identity, resolved, store, body,
@@ -280,3 +293,142 @@ def _figures(out_dir: Path, method: str, embeddings: dict, labels: Any, classes:
         for r in rows:
             losses[r[0]][r[1]] = r[11]
         plot_ivis_loss(losses, path=out_dir / "ivis_loss.png")
+
+
+def resolve_class(value: str, classes: list[str]) -> int:
+    """``--density-class``: a class name of the dataset (exact, then ignoring case) or its index."""
+    from kdlens.errors import close_matches
+
+    names = [str(c) for c in classes]
+    if value in names:
+        return names.index(value)
+    if value.strip().lstrip("-").isdigit():
+        index = int(value)
+        if 0 <= index < len(names):
+            return index
+    folded = [n.casefold() for n in names]
+    if value.casefold() in folded:
+        return folded.index(value.casefold())
+    hint = close_matches(value, names)
+    listed = ", ".join(f"{i} {n!r}" for i, n in enumerate(names))
+    raise KdlensError(f"--density-class {value!r} is no class of this dataset"
+                      + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+                      + f"; give a name or an index 0..{len(names) - 1}: {listed}")
+
+
+def _density_figures(out_dir: Path, method: str, embeddings: dict, labels: Any, cls: int, classes: list[str],
+                     mass: float) -> None:
+    """Fig. 7 for ``--density-class``: per run, one panel per point with the class's density and
+    its ``mass`` region against that of all points; the numbers in ``density_class.csv``."""
+    import numpy as np
+
+    from kdlens.explain.embed import class_density
+    from kdlens.figures.embed import plot_class_density_panels
+
+    name = str(classes[cls]) if cls < len(classes) else str(cls)
+    shown = f"class {name}" if name.isdigit() else name
+    count = int((np.asarray(labels) == cls).sum())
+    rows: list[list[Any]] = []
+    for run, per_point in embeddings.items():
+        panels = {}
+        for point, emb in per_point.items():
+            if emb.shape[1] != 2:
+                rows.append([run, point, cls, name, count, None, f"{emb.shape[1]}-D embedding: no 2-D density"])
+                continue
+            try:
+                dens = class_density(emb, labels, cls, mass=mass)
+            except KdlensError as exc:  # too few (or collinear) points of the class in the subset
+                rows.append([run, point, cls, name, count, None, str(exc)])
+                continue
+            panels[f"point {point}: {shown}"] = (emb, dens)
+            rows.append([run, point, cls, name, count, dens.ratio, ""])
+        if panels:
+            plot_class_density_panels(panels, labels=labels, title=f"{run}: density of {shown} ({method})",
+                                      path=out_dir / run / f"density_{method}.png")
+    _write_csv(out_dir / "density_class.csv", ["run", "point", "class", "class_name", "points", "area_ratio", "note"],
+               rows)
+
+
+@user_errors_exit_2
+def toy(
+    samples: int = typer.Option(1000, "--samples", help="points of uniform noise on [-1, 1]^2 (at least 20); "
+                                "the paper's scale: --samples 2000 --perplexity 150"),
+    methods: str = typer.Option("tsne,ivis", "--methods", help="embedding methods, comma-separated: tsne, ivis, "
+                                "umap, pca (each panel beside the original plane)"),
+    perplexity: float = typer.Option(
+        30.0, "--perplexity", help="t-SNE perplexity. t-SNE takes the 3·perplexity nearest neighbours of every "
+        "point, so it needs more than 3·perplexity points: the default 30 (openTSNE's) works from about 100 "
+        "points; the paper's Fig. 1 used 150 (needs more than 450 points)"),
+    ivis_k: int = typer.Option(30, "--ivis-k", help="Ivis neighbours per point (Ivis's own default 150 needs "
+                               "thousands of points; 30 keeps a toy of a few hundred points local)"),
+    param: list[str] = typer.Option(None, "--param", help="method parameter METHOD.KEY=VALUE, repeatable (e.g. "
+                                    "ivis.epochs=100, tsne.n_iter=300)"),
+    seed: int = typer.Option(0, help="seed of the noise and of the embeddings"),
+    out: str = typer.Option(DEFAULT_STORE, help=STORE_HELP),
+    threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Fig. 1 of Lee & Wallraven 2021: 2-D uniform noise coloured by quadrant, mapped to 15-D, embedded back into 2-D by t-SNE and Ivis — is the quadrants' global layout kept?
+
+    Writes toy.png (plane + each embedding), toy_distances.png (distance correlations), toy_scores.json / .csv (global_structure = Spearman ρ of pairwise distances, centroid_correlation, layout_preserved) and toy_embeddings.npz to STORE/embed-toy-quadrants-nN-HASH/ (--out).
+    """  # noqa: E501  (one line per paragraph: the help text is reflowed, not the source's line breaks)
+    from kdlens.explain.inputs import run_analysis
+    from kdlens.store.analysis import check_store
+    from kdlens.studies.papers.embedding_toy import check_toy_settings, toy_method_params, write_toy_check
+    from kdlens.train.progress import TrainingProgress
+    from kdlens.train.threads import choose_threads, set_threads
+
+    # ---- validate everything first
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if len(set(names)) != len(names):
+        raise KdlensError(f"--methods names a method twice: {methods!r}")
+    for m in names:
+        if m in OPTIONAL_MODULES and importlib.util.find_spec(OPTIONAL_MODULES[m][0]) is None:
+            mod, extra = OPTIONAL_MODULES[m]
+            raise KdlensError(f"method {m!r} needs the optional package {mod}: pip install '{extra}'")
+    extra_params: dict[str, dict[str, Any]] = {}
+    for key, value in parse_params(param).items():
+        if "." not in key:
+            raise KdlensError(f"--param must name its method: METHOD.KEY=VALUE (e.g. ivis.epochs=100); got {key!r}")
+        m, k = key.split(".", 1)
+        extra_params.setdefault(m, {})[k] = value
+    if "ivis" in names:
+        extra_params["ivis"] = {"k": ivis_k, **extra_params.get("ivis", {})}
+    method_params = toy_method_params(names, perplexity, extra_params, seed)
+    for m in set(extra_params) - set(names):
+        method_params[m] = extra_params[m]  # named for a method not run: check_toy_settings says so
+    check_toy_settings(samples, names, method_params)
+    choose_threads(threads)
+    store = check_store(out)
+    identity = {"toy": "quadrants", "n": samples, "seed": seed, "methods": names, "params": method_params}
+    resolved = {**identity, "perplexity": perplexity, "ivis_k": ivis_k, "threads": threads, "out": str(out)}
+
+    # ---- work
+    def body(out_dir: Path) -> dict:
+        set_threads(threads, log=not quiet)
+        with TrainingProgress("embed toy", len(names), enabled=not quiet, phase=names[0]) as bar:
+            def on_method(method: str, when: str) -> None:
+                if when == "start":
+                    bar.phase(method)
+                else:
+                    bar.advance(1)
+
+            return write_toy_check(out_dir, n=samples, seed=seed, methods=names, method_params=method_params,
+                                   on_method=on_method)
+
+    outcome = run_analysis("embed", [f"quadrants-n{samples}"], identity, resolved, store, body, command="toy",
+                           restart=restart, log=typer.echo)
+    if not outcome.skipped:
+        scores = outcome.metrics or {}
+        for m in names:
+            if f"{m}/global_structure" in scores:
+                kept = "kept" if scores[f"{m}/layout_preserved"] else "lost"
+                typer.echo(f"{m}: global structure ρ = {scores[f'{m}/global_structure']:.3f}, centroid r = "
+                           f"{scores[f'{m}/centroid_correlation']:.3f}, layout {kept}")
+        typer.echo(f"wrote {outcome.path}/toy.png, toy_distances.png, toy_scores.json/.csv")
+
+
+embed_app = typer.Typer()  # `kdlens embed [OPTIONS]` as before (the callback), `kdlens embed toy` beside it
+embed_app.callback(invoke_without_command=True)(embed)
+embed_app.command("toy")(toy)

@@ -6,7 +6,7 @@ import typer
 
 from kdlens.cli.errors import user_errors_exit_2
 from kdlens.cli.distill_cmd import distill, methods, tune
-from kdlens.cli.embed_cmd import embed
+from kdlens.cli.embed_cmd import embed_app
 from kdlens.cli.hints_cmd import hints
 from kdlens.cli.profile_cmd import profile
 from kdlens.cli.report_cmd import report
@@ -27,7 +27,7 @@ app.command()(tune)
 app.add_typer(study_app, name="study")
 app.add_typer(softlabels_app, name="softlabels")
 app.command()(hints)
-app.command()(embed)
+app.add_typer(embed_app, name="embed")
 app.command()(report)
 app.command()(profile)
 

@@ -9,6 +9,8 @@
 * :func:`plot_ivis_loss` — converged Ivis loss per layer and model, mean ± std over folds with
   each fold's value (Table 2 as a figure).
 * :func:`plot_toy_check` — the Fig. 1 quadrant toy: the plane and each method's re-embedding.
+* :func:`plot_toy_distances` — the toy's distance correlations: pairwise distances in the plane
+  vs in each embedding (Spearman ρ), the six quadrant-centroid distances on top (Pearson r).
 
 All figures use the Agg canvas directly (no pyplot state, constrained layout, legends outside
 the data) and return the Figure; ``path`` also saves it (format from the suffix).  Draw them
@@ -37,6 +39,7 @@ __all__ = [
     "plot_embedding_grid",
     "plot_ivis_loss",
     "plot_toy_check",
+    "plot_toy_distances",
 ]
 
 
@@ -277,16 +280,60 @@ def plot_ivis_loss(
     return _save(fig, path)
 
 
+QUADRANT_NAMES = ("Q0: x>0, y>0", "Q1: x<0, y>0", "Q2: x<0, y<0", "Q3: x>0, y<0")
+
+
 def plot_toy_check(results: Mapping[str, Any], xy: Any, quadrant: Any, path: str | Path | None = None) -> Figure:
     """The Fig. 1 check: the coloured plane, then each method's re-embedding with its scores
-    (``results``: method → :class:`~kdlens.explain.embed.toy.ToyResult`)."""
+    (``results``: method → :class:`~kdlens.explain.embed.toy.ToyResult`); quadrant legend below."""
     xy, q = np.asarray(xy), np.asarray(quadrant)
-    fig = _figure(3.0 * (1 + len(results)), 3.2)
+    fig = _figure(min(PAGE, 2.3 * (1 + len(results))), 2.9)
     axes = fig.subplots(1, 1 + len(results), squeeze=False)[0]
-    _scatter(axes[0], xy, q, None, 3)
-    axes[0].set_title("original 2-D plane", fontsize=9)
+    _scatter(axes[0], xy, q, QUADRANT_NAMES, 3)
+    axes[0].set_title("original 2-D plane", fontsize="small")
     for ax, (method, res) in zip(axes[1:], results.items(), strict=True):
-        _scatter(ax, np.asarray(res.embedding), q, None, 3)
+        _scatter(ax, np.asarray(res.embedding), q, QUADRANT_NAMES, 3)
         keep = "kept" if res.layout_preserved else "lost"
-        ax.set_title(f"{method}: ρ={res.global_structure:.3f}, layout {keep}", fontsize=9)
+        ax.set_title(f"{method}: ρ={res.global_structure:.3f}\nr={res.centroid_correlation:.3f}, layout {keep}",
+                     fontsize="small")
+    for ax in axes:
+        ax.set_aspect("equal", adjustable="datalim")
+    handles, names = axes[0].get_legend_handles_labels()
+    legend_outside(fig, handles, names, where="below", ncols=4, markerscale=2.5)
+    return _save(fig, path)
+
+
+def plot_toy_distances(results: Mapping[str, Any], xy: Any, quadrant: Any, sample: int = 1000, seed: int = 0,
+                       path: str | Path | None = None) -> Figure:
+    """The Fig. 1 distance correlations, one panel per method: every pair of the ``sample``
+    points that ρ (``global_structure``) is computed on, plane distance (x) vs embedding
+    distance (y), as a 2-D histogram; the six quadrant-centroid distances on top (r =
+    ``centroid_correlation``; the two diagonal pairs filled).  A kept layout is a rising band."""
+    from matplotlib.lines import Line2D
+
+    from kdlens.explain.embed.toy import quadrant_centroid_distances, toy_distance_pairs
+
+    if not results:
+        raise KdlensError("no toy embeddings to plot")
+    q = np.asarray(quadrant)
+    c_xy = quadrant_centroid_distances(xy, q)
+    diagonal = np.array([False, True, False, False, True, False])  # pairs (0,2) and (1,3)
+    fig = _figure(min(PAGE, 2.6 * len(results)), 2.9)
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    for ax, (method, res) in zip(axes, results.items(), strict=True):
+        d_xy, d_emb = toy_distance_pairs(xy, res.embedding, sample=sample, seed=seed)
+        ax.hexbin(d_xy, d_emb, gridsize=40, bins="log", cmap="Greys", mincnt=1, linewidths=0)
+        c_emb = quadrant_centroid_distances(res.embedding, q)
+        ax.scatter(c_xy[~diagonal], c_emb[~diagonal], s=28, facecolors="white", edgecolors="#d62728", zorder=3)
+        ax.scatter(c_xy[diagonal], c_emb[diagonal], s=28, color="#d62728", zorder=3)
+        ax.set_title(f"{method}: ρ = {res.global_structure:.3f}, r = {res.centroid_correlation:.3f}",
+                     fontsize="small")
+        ax.set_xlabel("distance in the plane")
+    axes[0].set_ylabel("distance in the embedding")
+    handles = [Line2D([], [], ls="none", marker="h", color="0.45", ms=6),
+               Line2D([], [], ls="none", marker="o", mfc="white", mec="#d62728", ms=5),
+               Line2D([], [], ls="none", marker="o", color="#d62728", ms=5)]
+    names = [f"pairs of {min(sample, len(q))} points (ρ: Spearman)", "quadrant centroids, side by side (r: Pearson)",
+             "quadrant centroids, diagonal"]
+    legend_outside(fig, handles, names, where="below", ncols=1)
     return _save(fig, path)

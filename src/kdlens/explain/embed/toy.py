@@ -34,7 +34,8 @@ import numpy as np
 from kdlens.errors import KdlensError
 from kdlens.explain.embed.quality import distance_spearman
 
-__all__ = ["ToyResult", "global_structure_score", "quadrant_layout", "quadrant_toy", "run_toy_check", "toy_features"]
+__all__ = ["ToyResult", "global_structure_score", "quadrant_centroid_distances", "quadrant_layout", "quadrant_toy",
+           "run_toy_check", "score_toy_embedding", "toy_distance_pairs", "toy_features"]
 
 FEATURE_NAMES = ("x+y", "x-y", "x^2", "y^2", "sin(x+y)", "exp(x)", "x^3", "y^3", "xy", "cos(x-y)",
                  "exp(y)", "sin(x)", "sin(y)", "x^2 y", "x y^2")
@@ -81,6 +82,23 @@ def global_structure_score(xy: Any, embedding: Any, sample: int = 1000, seed: in
     return distance_spearman(xy, embedding, sample=sample, seed=seed)
 
 
+def toy_distance_pairs(xy: Any, embedding: Any, sample: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The pairwise distances ρ of :func:`global_structure_score` is computed on: ``(d_plane,
+    d_embedding)`` over the pairs of the same ``sample`` points (same seed), for plotting."""
+    from scipy.spatial.distance import pdist
+
+    xy, emb = np.asarray(xy, np.float64), np.asarray(embedding, np.float64)
+    m = min(int(sample), xy.shape[0])
+    idx = np.sort(np.random.default_rng(seed).choice(xy.shape[0], size=m, replace=False))
+    return pdist(xy[idx]), pdist(emb[idx])
+
+
+def quadrant_centroid_distances(points: Any, quadrant: Any) -> np.ndarray:
+    """The six distances between the four quadrant centroids, pairs (0,1), (0,2), (0,3), (1,2),
+    (1,3), (2,3); (0,2) and (1,3) are the diagonal pairs."""
+    return _centroid_distances(np.asarray(points, np.float64), np.asarray(quadrant))
+
+
 @dataclass
 class ToyResult:
     """One method's re-embedding of the toy and its scores."""
@@ -90,6 +108,13 @@ class ToyResult:
     global_structure: float
     centroid_correlation: float
     layout_preserved: bool
+
+
+def score_toy_embedding(method: str, embedding: Any, xy: Any, quadrant: Any, seed: int = 0) -> ToyResult:
+    """One embedding of the toy scored: global structure, centroid correlation, layout kept."""
+    emb = np.asarray(embedding)
+    r, kept = quadrant_layout(emb, xy, quadrant)
+    return ToyResult(method, emb, global_structure_score(xy, emb, seed=seed), r, kept)
 
 
 def run_toy_check(
@@ -109,7 +134,5 @@ def run_toy_check(
     results = {}
     for method in methods:
         kw = {"seed": seed, **params.get(method, {})}
-        emb = embed(x15, method, **kw)
-        r, kept = quadrant_layout(emb, xy, quadrant)
-        results[method] = ToyResult(method, emb, global_structure_score(xy, emb, seed=seed), r, kept)
+        results[method] = score_toy_embedding(method, embed(x15, method, **kw), xy, quadrant, seed)
     return results, xy, quadrant

@@ -1,4 +1,4 @@
-"""The sections of Lee & Wallraven 2021: accuracy vs label budget, the per-layer embeddings
+"""The sections of Lee & Wallraven 2021: the Fig. 1 quadrant toy, accuracy vs label budget, the per-layer embeddings
 of the undistilled (UD) and distilled (D) students, the converged Ivis loss, the class-area
 ratio and the output correlation within superclasses.
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from kdlens.report.sections.access import (NO_RUN, ReportData, final_accs, level_label, mark_not_run, num,
-                                           read_csv)
+from kdlens.report.sections.access import (NO_RUN, ReportData, final_accs, finished_steps, level_label,
+                                           mark_not_run, num, read_csv, read_json)
 from kdlens.report.sections.content import FigureItem, Section, Table, fmt, section, values_by
 from kdlens.studies.grid import Study, TaskState
 from kdlens.studies.summary import mean_std
@@ -26,6 +26,48 @@ def _embedding_roles(study: Study) -> dict[str, str]:
         if g.kind == "embedding":
             return dict(g.params.get("models", {"UD": "ud", "D": "d"}))
     return {"UD": "ud", "D": "d"}
+
+
+@section("toy", "embedding", "Fig. 1: the quadrant toy — is the global layout kept?",
+         "Look for: the four quadrants of the plane back in their arrangement after 2-D noise → 15-D → 2-D (the "
+         "diagonal quadrants farthest apart: layout kept) and a high Spearman ρ between distances in the plane and "
+         "in the embedding. Lee & Wallraven report that t-SNE keeps neighbourhoods but may place the quadrants "
+         "anywhere, while Ivis keeps the global layout.")
+def _toy(data: ReportData, sec: Section) -> None:
+    from kdlens.explain.embed.toy import ToyResult
+    from kdlens.figures.embed import plot_toy_check, plot_toy_distances
+
+    steps = finished_steps(data, sec, "embedding", "embed-toy", "quadrant-toy (embed-toy)")
+    for study, st in steps:
+        scores = read_json(Path(st.path) / "toy_scores.json")
+        npz = Path(st.path) / "toy_embeddings.npz"
+        if not scores or not npz.is_file():
+            continue
+        rows, n, seed = scores["methods"], scores["n"], scores.get("seed", 0)
+        suffix = "" if len(steps) == 1 else f"_{study.name}_{st.task.id}"
+        table = Table(f"toy_scores{suffix}", ["method", "global structure ρ", "centroid r", "layout", "seconds"], [],
+                      f"{study.name}: {n} points of 2-D noise → 15-D → 2-D (ρ: Spearman of pairwise distances, "
+                      "plane vs embedding; r: Pearson of the six quadrant-centroid distances)")
+        with np.load(npz) as arrays:
+            xy, quadrant = arrays["xy"], arrays["quadrant"]
+            results = {r["method"]: ToyResult(r["method"], arrays[r["method"]], float(r["global_structure"]),
+                                              float(r["centroid_correlation"]), bool(r["layout_preserved"]))
+                       for r in rows if r["method"] in arrays.files}
+        for r in rows:
+            table.rows.append([r["method"], f"{r['global_structure']:.3f}", f"{r['centroid_correlation']:.3f}",
+                               "kept" if r["layout_preserved"] else "lost", f"{r['seconds']:.1f}"])
+        table.add_numbers({"study": study.name, **NO_RUN, "points": n, "toy_seed": seed,
+                           **{k: r[k] for k in ("method", "global_structure", "centroid_correlation",
+                                                "layout_preserved", "seconds")}} for r in rows)
+        sec.tables.append(table)
+        if results:
+            sec.figures.append(FigureItem(f"{study.name}: the plane coloured by quadrant and its re-embeddings "
+                                          f"({n} points)", f"toy{suffix}", plot_toy_check(results, xy, quadrant)))
+            sec.figures.append(FigureItem(f"{study.name}: distance correlations, plane vs embedding",
+                                          f"toy_distances{suffix}",
+                                          plot_toy_distances(results, xy, quadrant, seed=seed)))
+    if steps and not sec.tables:
+        sec.missing = "not run yet: the embed-toy step wrote no toy_scores.json / toy_embeddings.npz"
 
 
 @section("budget", "embedding", "Accuracy vs label budget",

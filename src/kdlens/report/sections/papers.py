@@ -21,7 +21,7 @@ PAPER_KINDS = {
     "softlabel": {"softlabel-entropy", "missing-class", "transfer-set", "projection", "softlabel-noise",
                   "softlabel-pretraining"},
     "hints": {"hint-search"},
-    "embedding": {"embedding", "limited-label"},
+    "embedding": {"embedding", "limited-label", "embed-toy"},
 }
 
 

@@ -8,7 +8,8 @@ report picks up; the returned dict is its summary metrics (JSON numbers).
 
 * :mod:`.hints` — PURSUhInT (Keser et al. 2022): hint-point search on a teacher.
 * :mod:`.embedding` — Lee & Wallraven 2021: embeddings at A–E, Ivis loss, class-area ratio,
-  superclass correlation for undistilled vs distilled students.
+  superclass correlation for undistilled vs distilled students; :mod:`.embedding_toy` — its
+  Fig. 1 quadrant toy (t-SNE vs Ivis, global layout).
 * :mod:`.softlabels` — Vats 2021 (thesis): soft-label entropy vs T, missing-class test,
   entropy-ranked transfer sets, penultimate-layer projection.
 """
@@ -158,4 +159,4 @@ def load_run_model(dep: Dependency, data: Any):
     return load_teacher(str(dep.path), data).model
 
 
-from kdlens.studies.papers import embedding, hints, softlabels, softlabels_extra  # noqa: E402,F401  (register the steps)
+from kdlens.studies.papers import embedding, embedding_toy, hints, softlabels, softlabels_extra  # noqa: E402,F401  (register the steps)
