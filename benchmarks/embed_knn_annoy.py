@@ -9,9 +9,14 @@ point's k nearest others) in the same process, interleaved:
   list comprehension, rows written one at a time;
 * ``new-T``   — :class:`kdlens.explain.embed.knn.AnnoyKNN` with ``n_jobs=T``: the same forest,
   queries on T threads (Annoy releases the GIL while it searches), answers stacked into
-  arrays and stripped of each point itself at once.
+  arrays and stripped of each point itself at once;
+* ``calls-only-1`` — not a usable form: the forest and the bare Annoy calls on one thread, the
+  floor that no single-thread form can go below (Annoy's own search time).
 
-T = 1 and T = ``--threads``; ratios are against ``loop-1`` of the same repetition.
+T = 1 and T = ``--threads``; ratios are against ``loop-1`` of the same repetition.  Wall time
+and CPU time (``time.process_time``, summed over the process's threads) are both printed: on a
+machine loaded by other jobs the wall time mostly measures the load; the CPU time measures
+the work (a thread waiting for a core costs wall time, not CPU time).
 
     python benchmarks/embed_knn_annoy.py --n 4000 --dim 50 --k 150 --reps 3
 """
@@ -48,6 +53,20 @@ def loop_build(x: np.ndarray, k: int, metric: str, seed: int, n_trees: int, sear
     return idx, dist
 
 
+def calls_only(x: np.ndarray, k: int, metric: str, seed: int, n_trees: int, build_jobs: int):
+    """The floor of any one-thread form: insert, forest, and the bare ``get_nns_by_item`` calls
+    (no arrays, no removal of the point itself)."""
+    from annoy import AnnoyIndex
+
+    index = AnnoyIndex(x.shape[1], metric)
+    index.set_seed(seed)
+    for i, row in enumerate(x):
+        index.add_item(i, row)
+    index.build(n_trees, n_jobs=build_jobs)
+    get = index.get_nns_by_item
+    return [get(i, k + 1, -1, True) for i in range(x.shape[0])]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=4000, help="points")
@@ -82,6 +101,7 @@ def main() -> None:
     for jobs in thread_counts:
         variants[f"loop-{jobs}"] = loop(jobs)
         variants[f"new-{jobs}"] = new(jobs)
+    variants["calls-only-1"] = lambda: calls_only(x, args.k, args.metric, args.seed, args.trees, 1)
     for jobs in thread_counts:
         ref_i, ref_d = variants[f"loop-{jobs}"]()
         got_i, got_d = variants[f"new-{jobs}"]()
@@ -90,22 +110,27 @@ def main() -> None:
         if not same:
             raise SystemExit(f"new-{jobs} differs from the loop form")
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(args.reps):
         order = list(variants)[rep % len(variants):] + list(variants)[:rep % len(variants)]
         for name in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             variants[name]()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"n={args.n} dim={args.dim} k={args.k} trees={args.trees} metric={args.metric} threads={args.threads} "
           f"reps={args.reps}; load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     loop_med = statistics.median(times["loop-1"])
-    print("| variant | median s | min–max s | loop-1 ÷ variant (median) | per-rep ratios vs loop-1 |")
-    print("|---|---|---|---|---|")
+    loop_cpu = statistics.median(cpu["loop-1"])
+    print("| variant | wall median s | wall min–max s | loop-1 ÷ variant (wall) | per-rep wall ratios | "
+          "CPU median s (all threads) | CPU min–max s | loop-1 ÷ variant (CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, ts in times.items():
-        med = statistics.median(ts)
+        med, cmed = statistics.median(ts), statistics.median(cpu[name])
         ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(times["loop-1"], ts, strict=True))
-        print(f"| {name} | {med:.3f} | {min(ts):.3f}–{max(ts):.3f} | {loop_med / med:.2f}× | {ratios} |")
+        print(f"| {name} | {med:.3f} | {min(ts):.3f}–{max(ts):.3f} | {loop_med / med:.2f}× | {ratios} | "
+              f"{cmed:.3f} | {min(cpu[name]):.3f}–{max(cpu[name]):.3f} | {loop_cpu / cmed:.2f}× |")
 
 
 if __name__ == "__main__":

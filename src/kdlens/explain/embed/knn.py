@@ -14,7 +14,9 @@ Back-ends (``KNN_BACKENDS``):
 * ``"annoy"`` — :class:`AnnoyKNN`: random-projection forests (Annoy), angular metric and
   50 trees by default, the settings of the reference Ivis implementation. Fast at a few
   dozen dimensions; at ~16,000 dimensions it was measured here to degrade to a
-  single-threaded full scan (380 s), so reduce the dimension first (PCA to ~50).
+  single-threaded full scan (380 s), so reduce the dimension first (PCA to ~50). Annoy answers
+  one point per call; the calls run on ``n_jobs`` threads (the search releases the GIL) and
+  their answers become arrays without a Python loop per point.
 * ``"nndescent"`` — :class:`NNDescentKNN`: pynndescent's NN-descent graph (Dong et al. 2011).
 * ``"precomputed"`` — :class:`PrecomputedKNN`: a given neighbour matrix, for reproducing an
   embedding exactly (same seed + same neighbours → same Ivis embedding).
