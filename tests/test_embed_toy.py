@@ -176,3 +176,20 @@ def test_resolve_class_by_name_index_and_case():
         resolve_class("Trousers", names)
     with pytest.raises(KdlensError, match="0..2"):
         resolve_class("3", names)
+
+
+def test_distance_panel_and_figure(tmp_path):
+    from kdlens.explain.embed.toy import ToyResult, quadrant_toy, toy_distance_panel
+    from kdlens.figures.embed import plot_toy_distances
+
+    _, xy, q = quadrant_toy(80, seed=4)
+    emb = 3.0 * xy[:, ::-1]  # a rotated, scaled copy: every distance ×3
+    panel = toy_distance_panel(ToyResult("copy", emb, 1.0, 1.0, True), xy, q, sample=50, seed=1)
+    assert panel["points"] == 50 and len(panel["d_plane"]) == 50 * 49 // 2
+    np.testing.assert_allclose(panel["d_embedding"], 3.0 * panel["d_plane"], rtol=1e-5)
+    cent = np.stack([xy[q == k].mean(0) for k in range(4)]).astype(np.float64)
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    np.testing.assert_allclose(panel["c_plane"], [np.linalg.norm(cent[a] - cent[b]) for a, b in pairs], rtol=1e-5)
+    np.testing.assert_allclose(panel["c_embedding"], 3.0 * panel["c_plane"], rtol=1e-5)
+    plot_toy_distances({"copy": panel}, path=tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 0

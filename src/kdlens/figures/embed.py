@@ -303,37 +303,36 @@ def plot_toy_check(results: Mapping[str, Any], xy: Any, quadrant: Any, path: str
     return _save(fig, path)
 
 
-def plot_toy_distances(results: Mapping[str, Any], xy: Any, quadrant: Any, sample: int = 1000, seed: int = 0,
-                       path: str | Path | None = None) -> Figure:
-    """The Fig. 1 distance correlations, one panel per method: every pair of the ``sample``
-    points that ρ (``global_structure``) is computed on, plane distance (x) vs embedding
-    distance (y), as a 2-D histogram; the six quadrant-centroid distances on top (r =
-    ``centroid_correlation``; the two diagonal pairs filled).  A kept layout is a rising band."""
+def plot_toy_distances(panels: Mapping[str, Mapping[str, Any]], path: str | Path | None = None) -> Figure:
+    """The Fig. 1 distance correlations, one panel per method: point pairs' distance in the plane
+    (x) vs in the embedding (y) as a 2-D histogram, the six quadrant-centroid distances on top
+    (the two diagonal pairs filled).  A kept layout is a rising band.
+
+    ``panels[method]``: ``d_plane``, ``d_embedding`` (pair distances), ``c_plane``,
+    ``c_embedding`` (centroid distances, pairs (0,1), (0,2), (0,3), (1,2), (1,3), (2,3)),
+    ``rho``, ``r`` and ``points`` (sampled points), as
+    :func:`kdlens.explain.embed.toy.toy_distance_panel` returns them."""
     from matplotlib.lines import Line2D
 
-    from kdlens.explain.embed.toy import quadrant_centroid_distances, toy_distance_pairs
-
-    if not results:
+    if not panels:
         raise KdlensError("no toy embeddings to plot")
-    q = np.asarray(quadrant)
-    c_xy = quadrant_centroid_distances(xy, q)
     diagonal = np.array([False, True, False, False, True, False])  # pairs (0,2) and (1,3)
-    fig = _figure(min(PAGE, 2.6 * len(results)), 2.9)
-    axes = fig.subplots(1, len(results), squeeze=False)[0]
-    for ax, (method, res) in zip(axes, results.items(), strict=True):
-        d_xy, d_emb = toy_distance_pairs(xy, res.embedding, sample=sample, seed=seed)
-        ax.hexbin(d_xy, d_emb, gridsize=40, bins="log", cmap="Greys", mincnt=1, linewidths=0)
-        c_emb = quadrant_centroid_distances(res.embedding, q)
+    fig = _figure(min(PAGE, 2.6 * len(panels)), 2.9)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    points = 0
+    for ax, (method, p) in zip(axes, panels.items(), strict=True):
+        ax.hexbin(p["d_plane"], p["d_embedding"], gridsize=40, bins="log", cmap="Greys", mincnt=1, linewidths=0)
+        c_xy, c_emb = np.asarray(p["c_plane"]), np.asarray(p["c_embedding"])
         ax.scatter(c_xy[~diagonal], c_emb[~diagonal], s=28, facecolors="white", edgecolors="#d62728", zorder=3)
         ax.scatter(c_xy[diagonal], c_emb[diagonal], s=28, color="#d62728", zorder=3)
-        ax.set_title(f"{method}: ρ = {res.global_structure:.3f}, r = {res.centroid_correlation:.3f}",
-                     fontsize="small")
+        ax.set_title(f"{method}: ρ = {p['rho']:.3f}, r = {p['r']:.3f}", fontsize="small")
         ax.set_xlabel("distance in the plane")
+        points = p["points"]
     axes[0].set_ylabel("distance in the embedding")
     handles = [Line2D([], [], ls="none", marker="h", color="0.45", ms=6),
                Line2D([], [], ls="none", marker="o", mfc="white", mec="#d62728", ms=5),
                Line2D([], [], ls="none", marker="o", color="#d62728", ms=5)]
-    names = [f"pairs of {min(sample, len(q))} points (ρ: Spearman)", "quadrant centroids, side by side (r: Pearson)",
+    names = [f"pairs of {points} points (ρ: Spearman)", "quadrant centroids, side by side (r: Pearson)",
              "quadrant centroids, diagonal"]
     legend_outside(fig, handles, names, where="below", ncols=1)
     return _save(fig, path)

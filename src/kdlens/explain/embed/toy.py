@@ -35,7 +35,7 @@ from kdlens.errors import KdlensError
 from kdlens.explain.embed.quality import distance_spearman
 
 __all__ = ["ToyResult", "global_structure_score", "quadrant_centroid_distances", "quadrant_layout", "quadrant_toy",
-           "run_toy_check", "score_toy_embedding", "toy_distance_pairs", "toy_features"]
+           "run_toy_check", "score_toy_embedding", "toy_distance_pairs", "toy_distance_panel", "toy_features"]
 
 FEATURE_NAMES = ("x+y", "x-y", "x^2", "y^2", "sin(x+y)", "exp(x)", "x^3", "y^3", "xy", "cos(x-y)",
                  "exp(y)", "sin(x)", "sin(y)", "x^2 y", "x y^2")
@@ -115,6 +115,16 @@ def score_toy_embedding(method: str, embedding: Any, xy: Any, quadrant: Any, see
     emb = np.asarray(embedding)
     r, kept = quadrant_layout(emb, xy, quadrant)
     return ToyResult(method, emb, global_structure_score(xy, emb, seed=seed), r, kept)
+
+
+def toy_distance_panel(result: ToyResult, xy: Any, quadrant: Any, sample: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """What :func:`kdlens.figures.embed.plot_toy_distances` draws for one method: the sampled
+    pair distances (``d_plane``, ``d_embedding``), the centroid distances (``c_plane``,
+    ``c_embedding``), ``rho``, ``r`` and the number of sampled ``points``."""
+    d_xy, d_emb = toy_distance_pairs(xy, result.embedding, sample=sample, seed=seed)
+    return {"d_plane": d_xy, "d_embedding": d_emb, "c_plane": quadrant_centroid_distances(xy, quadrant),
+            "c_embedding": quadrant_centroid_distances(result.embedding, quadrant), "rho": result.global_structure,
+            "r": result.centroid_correlation, "points": min(int(sample), len(np.asarray(xy)))}
 
 
 def run_toy_check(

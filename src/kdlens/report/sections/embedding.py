@@ -34,7 +34,7 @@ def _embedding_roles(study: Study) -> dict[str, str]:
          "in the embedding. Lee & Wallraven report that t-SNE keeps neighbourhoods but may place the quadrants "
          "anywhere, while Ivis keeps the global layout.")
 def _toy(data: ReportData, sec: Section) -> None:
-    from kdlens.explain.embed.toy import ToyResult
+    from kdlens.explain.embed.toy import ToyResult, toy_distance_panel
     from kdlens.figures.embed import plot_toy_check, plot_toy_distances
 
     steps = finished_steps(data, sec, "embedding", "embed-toy", "quadrant-toy (embed-toy)")
@@ -65,7 +65,8 @@ def _toy(data: ReportData, sec: Section) -> None:
                                           f"({n} points)", f"toy{suffix}", plot_toy_check(results, xy, quadrant)))
             sec.figures.append(FigureItem(f"{study.name}: distance correlations, plane vs embedding",
                                           f"toy_distances{suffix}",
-                                          plot_toy_distances(results, xy, quadrant, seed=seed)))
+                                          plot_toy_distances({m: toy_distance_panel(r, xy, quadrant, seed=seed)
+                                                              for m, r in results.items()})))
     if steps and not sec.tables:
         sec.missing = "not run yet: the embed-toy step wrote no toy_scores.json / toy_embeddings.npz"
 

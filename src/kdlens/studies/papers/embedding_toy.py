@@ -94,7 +94,7 @@ def write_toy_check(out_dir: str | Path, n: int = 1000, seed: int = 0, methods: 
     summary: ``{method/score: value}`` and ``n``.
     """
     from kdlens.explain.embed.methods import make_embedder
-    from kdlens.explain.embed.toy import quadrant_toy, score_toy_embedding
+    from kdlens.explain.embed.toy import quadrant_toy, score_toy_embedding, toy_distance_panel
     from kdlens.figures.embed import plot_toy_check, plot_toy_distances
     from kdlens.store import atomic_write_bytes, atomic_write_text
 
@@ -123,7 +123,8 @@ def write_toy_check(out_dir: str | Path, n: int = 1000, seed: int = 0, methods: 
                                                               default=str))
     atomic_write_text(out_dir / "toy_scores.csv", tidy_csv(rows, _cell))
     _save_png(out_dir / "toy.png", plot_toy_check(results, xy, quadrant))
-    _save_png(out_dir / "toy_distances.png", plot_toy_distances(results, xy, quadrant, seed=seed))
+    panels = {m: toy_distance_panel(r, xy, quadrant, seed=seed) for m, r in results.items()}
+    _save_png(out_dir / "toy_distances.png", plot_toy_distances(panels))
     summary: dict[str, Any] = {"n": n}
     for r in rows:
         summary.update({f"{r['method']}/{c}": r[c] for c in SCORE_COLUMNS})
