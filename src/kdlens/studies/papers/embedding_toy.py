@@ -19,6 +19,12 @@ Used by ``kdlens embed toy`` (an analysis in the run store) and the study step `
 t-SNE's perplexity: the paper used 150 (:data:`PAPER_PERPLEXITY`); t-SNE needs
 3·perplexity < points (openTSNE's neighbour count), so a toy of a few hundred points takes
 openTSNE's default 30 (:data:`DEFAULT_PERPLEXITY`).
+
+Measured here (``kdlens embed toy --samples 2000 --perplexity 150``, seeds 0–2): t-SNE kept the
+layout as well as Ivis — ρ 0.990–0.991 and centroid r 0.962–0.969 for t-SNE (PCA or random
+initialisation), ρ 0.982–0.990 and r 0.962–0.996 for Ivis; at 300 points and perplexity 30
+both kept it too (ρ 0.975 / 0.971).  The paper's contrast (t-SNE losing the global layout) did
+not appear with openTSNE at these settings.
 """
 
 from __future__ import annotations
