@@ -88,3 +88,49 @@ def test_auto_reuses_only_fp32_searches(setup, tmp_path):
     (tmp_path / "fp32.json").write_text(fp32.to_json())
     found = find_saved_search([tmp_path], *args)
     assert found is not None and found[1].name == "fp32.json"
+
+
+def test_batch_parallel_workers_give_the_sequential_values_and_share_its_cache(setup, tmp_path):
+    from kdlens.explain.parallel_representations import layer_representations_parallel
+
+    model, ds = setup
+    layers = candidate_layers(model)
+    rows = sample_indices(len(ds.images), 170, seed=2)
+    with torch.no_grad():
+        ref = layer_representations(model, ds.images, None, layers=layers, indices=rows, batch_size=32)
+    torch.set_num_threads(2)
+    try:
+        for workers in (1, 2, 3):
+            got = layer_representations_parallel(model, ds.images, None, layers=layers, indices=rows,
+                                                 batch_size=32, workers=workers)
+            assert list(got) == layers and all(np.array_equal(got[n], ref[n]) for n in layers)
+        assert torch.get_num_threads() == 2  # restored
+        info: dict = {}
+        layer_representations_parallel(model, ds.images, None, layers=layers, indices=rows, batch_size=32,
+                                       cache_dir=tmp_path, info=info)
+        assert info["cache"] == "miss"
+        info2: dict = {}
+        cached = layer_representations(model, ds.images, None, layers=layers, indices=rows, batch_size=32,
+                                       cache_dir=tmp_path, info=info2)
+        assert info2["cache"] == "hit" and all(np.array_equal(cached[n], ref[n]) for n in layers)
+    finally:
+        torch.set_num_threads(1)
+    assert model.training is False
+
+
+def test_search_values_do_not_depend_on_the_step1_parallelism(setup):
+    model, ds = setup
+    torch.set_num_threads(2)
+    try:
+        a = find_hint_points(model, ds.images, None, k=2, n=150, seed=1, batch_size=40)
+        b = find_hint_points(model, ds.images, None, k=2, n=150, seed=1, batch_size=40, parallel="intra-op")
+    finally:
+        torch.set_num_threads(1)
+    assert np.array_equal(a.similarity, b.similarity) and a.selection == b.selection
+    with pytest.raises(KdlensError, match="step-1 parallelism"):
+        find_hint_points(model, ds.images, None, k=2, n=150, parallel="threads")
+    from kdlens.explain.parallel_representations import layer_representations_parallel
+
+    with pytest.raises(KdlensError, match="workers"):
+        layer_representations_parallel(model, ds.images, None, layers=candidate_layers(model), indices=[0, 1],
+                                       workers=0)

@@ -54,6 +54,7 @@ __all__ = [
     "BF16_TOLERANCE",
     "DEFAULT_N",
     "PRECISIONS",
+    "STEP1_PARALLEL",
     "bf16_similarity_change",
     "HintSearchResult",
     "auto_hint_layers",
@@ -77,6 +78,10 @@ _CCA_METRICS = ("cca", "cca_r2")
 #: step-1 forward precisions: "fp32" (default; the reference values) or "bf16" (bfloat16
 #: autocast, accepted only after :func:`bf16_similarity_change` passes on a check sample).
 PRECISIONS = ("fp32", "bf16")
+#: how step 1 uses the CPU: "batches" (default; one single-threaded worker per torch thread,
+#: each running whole batches — robust on a shared CPU) or "intra-op" (one forward pass at
+#: a time over torch's intra-op threads).  Same values either way.
+STEP1_PARALLEL = ("batches", "intra-op")
 #: the largest change of any similarity entry a bf16 forward may cause (issue 16).
 BF16_TOLERANCE = 1e-3
 #: examples in the bf16 check sample (fewer if the search uses fewer).
@@ -338,6 +343,7 @@ def find_hint_points(
     precision: str = "fp32",
     bf16_tolerance: float = BF16_TOLERANCE,
     bf16_check_n: int = BF16_CHECK_N,
+    parallel: str = "batches",
 ) -> HintSearchResult:
     """PURSUhInT hint-point search on ``model`` (Keser et al. 2022).
 
@@ -359,7 +365,11 @@ def find_hint_points(
 
     Step 1 runs under ``torch.inference_mode()`` with channels-last batches of
     ``batch_size``; in ``precision="fp32"`` (default) its values are bit-identical to a plain
-    ``no_grad`` forward.  ``precision="bf16"``: bfloat16 autocast for the forward pass, faster
+    ``no_grad`` forward.  ``parallel``: "batches" (default for fp32 on a CPU: as many
+    single-threaded workers as ``torch.get_num_threads()``, each running whole batches on a
+    copy of the model — :mod:`kdlens.explain.parallel_representations`; 2–3× faster than
+    intra-op threads on the loaded 2-core machine here, same values) or "intra-op" (one
+    forward pass at a time over torch's threads; always used on a GPU and for bf16).  ``precision="bf16"``: bfloat16 autocast for the forward pass, faster
     only where the hardware has bf16 arithmetic (a GPU, avx512_bf16/AMX CPUs; about 50× *slower*
     on AVX2-only CPUs, see benchmarks/RESULTS.md).  It is first checked: on ``bf16_check_n`` of
     the sampled examples, the similarity matrices from fp32 and bf16 representations are
@@ -375,6 +385,8 @@ def find_hint_points(
     t_start = time.perf_counter()
     check_search_options(metric, rule, form, algorithm)
     _check_precision(precision, bf16_tolerance, bf16_check_n)
+    if parallel not in STEP1_PARALLEL:
+        raise unknown_name("step-1 parallelism", parallel, STEP1_PARALLEL)
     names = list(layers) if layers is not None else candidate_layers(model, form)
     k = _check_k(k, len(names), model)
     rows = sample_indices(len(images) if pool is None else pool, n, seed)
@@ -403,11 +415,20 @@ def find_hint_points(
                 "teacher, or a looser bf16_tolerance if that change is acceptable"
             )
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        reps = layer_representations(
-            model, images, prepare, layers=names, form=form, indices=rows, batch_size=batch_size,
-            cache_dir=cache_dir, data_key=data_key, progress=progress, info=info, bf16=precision == "bf16",
+    if parallel == "batches" and precision == "fp32" and _device(model).type == "cpu":
+        from kdlens.explain.parallel_representations import layer_representations_parallel
+
+        reps = layer_representations_parallel(
+            model, images, prepare, layers=names, indices=rows, batch_size=batch_size,
+            workers=torch.get_num_threads(), form=form, cache_dir=cache_dir, data_key=data_key,
+            progress=progress, info=info,
         )
+    else:
+        with torch.inference_mode():
+            reps = layer_representations(
+                model, images, prepare, layers=names, form=form, indices=rows, batch_size=batch_size,
+                cache_dir=cache_dir, data_key=data_key, progress=progress, info=info, bf16=precision == "bf16",
+            )
     t1 = time.perf_counter()
     S = similarity_matrix(reps, metric, blas_threads=blas_threads, **options)
     t2 = time.perf_counter()
