@@ -82,6 +82,8 @@ PRECISIONS = ("fp32", "bf16")
 #: each running whole batches — robust on a shared CPU) or "intra-op" (one forward pass at
 #: a time over torch's intra-op threads).  Same values either way.
 STEP1_PARALLEL = ("batches", "intra-op")
+#: at most this many batch workers (each holds a copy of the model).
+_MAX_WORKERS = 8
 #: the largest change of any similarity entry a bf16 forward may cause (issue 16).
 BF16_TOLERANCE = 1e-3
 #: examples in the bf16 check sample (fewer if the search uses fewer).
@@ -366,16 +368,19 @@ def find_hint_points(
     Step 1 runs under ``torch.inference_mode()`` with channels-last batches of
     ``batch_size``; in ``precision="fp32"`` (default) its values are bit-identical to a plain
     ``no_grad`` forward.  ``parallel``: "batches" (default for fp32 on a CPU: as many
-    single-threaded workers as ``torch.get_num_threads()``, each running whole batches on a
-    copy of the model — :mod:`kdlens.explain.parallel_representations`; 2–3× faster than
-    intra-op threads on the loaded 2-core machine here, same values) or "intra-op" (one
-    forward pass at a time over torch's threads; always used on a GPU and for bf16).  ``precision="bf16"``: bfloat16 autocast for the forward pass, faster
-    only where the hardware has bf16 arithmetic (a GPU, avx512_bf16/AMX CPUs; about 50× *slower*
-    on AVX2-only CPUs, see benchmarks/RESULTS.md).  It is first checked: on ``bf16_check_n`` of
-    the sampled examples, the similarity matrices from fp32 and bf16 representations are
+    single-threaded workers as ``torch.get_num_threads()``, at most 8, each running whole
+    batches on a copy of the model, see :mod:`kdlens.explain.parallel_representations`;
+    about 2× faster than intra-op threads on the loaded 2-core machine here, same values)
+    or "intra-op" (one forward pass at a time over torch's threads; always used on a GPU
+    and for bf16).
+
+    ``precision="bf16"``: bfloat16 autocast for the forward pass, faster only where the
+    hardware has bf16 arithmetic (a GPU, avx512_bf16/AMX CPUs); several times *slower* on
+    AVX2-only CPUs (benchmarks/RESULTS.md).  It is checked first: on ``bf16_check_n`` of the
+    sampled examples the similarity matrices from fp32 and bf16 representations are
     compared, and a change of ``bf16_tolerance`` (1e-3) or more in any entry raises
-    :class:`~kdlens.errors.KdlensError` before the full pass.  The measured change is kept in
-    ``result.extra["bf16_check"]``.
+    :class:`~kdlens.errors.KdlensError` before the full pass.  The measured change is kept
+    in ``result.extra["bf16_check"]``.
 
     Inputs are checked before any forward pass; bad ones raise
     :class:`~kdlens.errors.KdlensError`.
@@ -420,7 +425,7 @@ def find_hint_points(
 
         reps = layer_representations_parallel(
             model, images, prepare, layers=names, indices=rows, batch_size=batch_size,
-            workers=torch.get_num_threads(), form=form, cache_dir=cache_dir, data_key=data_key,
+            workers=min(torch.get_num_threads(), _MAX_WORKERS), form=form, cache_dir=cache_dir, data_key=data_key,
             progress=progress, info=info,
         )
     else:

@@ -11,7 +11,7 @@ stage (:func:`conventional_hint_indices`).
 Clustering (:func:`cluster_layers`)
 -----------------------------------
 Layers are points; the distance between layers i and j is D_ij = 1 − S_ij (S made
-symmetric as (S + Sᵀ)/2, diagonal distance 0).  Two deterministic algorithms:
+symmetric as (S + Sᵀ)/2, diagonal distance 0).  Deterministic algorithms:
 
 ``algorithm="pursuhint"`` (default) — the PURSUhInT authors' procedure: the centres are
   *layers*.  Start from the first, floor-middle and last layers (k = 3; in general
@@ -38,8 +38,9 @@ symmetric as (S + Sᵀ)/2, diagonal distance 0).  Two deterministic algorithms:
 
 ``algorithm="uniform"`` — the similarity-blind baseline PURSUhInT compares its clustering
   with: k consecutive groups of (nearly) equal size — ⌊L/k⌋ + 1 layers for the first
-  L mod k groups, ⌊L/k⌋ for the rest (numpy.array_split's sizes); with the default rule ``"centroid"`` the hint of a group is its
-  floored mean index (the same centre the authors' clustering moves to).  27 layers,
+  L mod k groups, ⌊L/k⌋ for the rest (numpy.array_split's sizes); with the default rule
+  ``"centroid"`` the hint of a group is its floored mean index (the same centre the
+  authors' clustering moves to).  27 layers,
   k = 3 → groups 1–9, 10–18, 19–27 and hints 5, 14, 23 (1-based); 54 layers → 9, 27, 45.
   The similarity matrix only fixes L.  (The paper's text was not available here: how it
   splits L not divisible by k and whether its centre is floored are kdlens's choices.)
@@ -391,7 +392,8 @@ def select_hint_points(
     """PURSUhInT hint points: cluster the layers (:func:`cluster_layers`) and take one
     layer per cluster by ``rule``.
 
-    ``rule``: None (``"centroid"`` for ``algorithm="pursuhint"`` or ``"uniform"``, else ``"centre"``),
+    ``rule``: None (``"centroid"`` for ``algorithm="pursuhint"`` or ``"uniform"``, else
+    ``"centre"``),
     "centroid" (member nearest the floored mean member index — the authors' centre layer),
     "centre" (member nearest the cluster's mean layer index — the paper's wording,
     the middle of a group of similar layers), "medoid" (member with the least summed
