@@ -59,6 +59,20 @@ def test_tsne_fit_and_transform():
     np.testing.assert_allclose(model.embedding_, again, atol=1e-4)
 
 
+def test_tsne_gradient_method_follows_opentsne_and_fft_stays_selectable():
+    """openTSNE's own default (``auto``: Barnes–Hut below 10,000 points) is kdlens's; FFT on request
+    gives an embedding of the same quality on the toy."""
+    x15, _, _ = quadrant_toy(300, seed=1)
+    assert TSNEEmbedder().negative_gradient_method == "auto"
+    bh = TSNEEmbedder(n_iter=100, early_exaggeration_iter=50, seed=0).fit(x15)
+    fft = TSNEEmbedder(n_iter=100, early_exaggeration_iter=50, seed=0, negative_gradient_method="fft").fit(x15)
+    assert bh.model_.gradient_descent_params["negative_gradient_method"] in ("bh", "auto")
+    assert fft.model_.gradient_descent_params["negative_gradient_method"] == "fft"
+    q_bh = embedding_quality(x15, bh.embedding_, k=5)["trustworthiness"]
+    q_fft = embedding_quality(x15, fft.embedding_, k=5)["trustworthiness"]
+    assert q_bh > 0.9 and abs(q_bh - q_fft) < 0.03
+
+
 def test_same_call_every_method():
     x15, _, _ = quadrant_toy(200, seed=2)
     params = {"ivis": {"k": 10, "epochs": 3}, "tsne": {"n_iter": 50, "early_exaggeration_iter": 25}, "pca": {}}

@@ -134,11 +134,13 @@ def _openTSNE_index(index: KNNIndex, data: np.ndarray, k: int) -> Any:
 
 @EMBEDDERS.register("tsne")
 class TSNEEmbedder(_Embedder):
-    """t-SNE (van der Maaten & Hinton 2008) through openTSNE's FFT-accelerated optimiser.
+    """t-SNE (van der Maaten & Hinton 2008) through openTSNE.
 
     ``perplexity`` 30, ``n_iter`` 500 after 250 early-exaggeration iterations, PCA
-    initialisation (Kobak & Linderman 2021) and ``learning_rate="auto"`` (n / 12) are
-    openTSNE's defaults, and so is ``n_jobs=1``: on a shared two-core machine two threads made
+    initialisation (Kobak & Linderman 2021), ``learning_rate="auto"`` (n / 12) and
+    ``negative_gradient_method="auto"`` (Barnes–Hut below 10,000 points, FFT interpolation
+    from there; Linderman et al. 2019) are openTSNE's defaults — forcing ``"fft"`` cost ≈ 20 s
+    at 300 points here where Barnes–Hut took 1–3 s, and so is ``n_jobs=1``: on a shared two-core machine two threads made
     ``transform`` of 7 points take 8 s instead of 0.06 s here; pass ``n_jobs=2`` (or −1) on an
     idle machine. ``knn``: kdlens back-end for the 3·perplexity neighbours, Euclidean.
     ``transform(x)`` places new points into the fixed embedding (openTSNE's method).
@@ -158,6 +160,7 @@ class TSNEEmbedder(_Embedder):
         seed: int = 0,
         n_jobs: int = 1,
         verbose: bool = False,
+        negative_gradient_method: str = "auto",
     ) -> None:
         self.n_components = n_components
         self.perplexity = perplexity
@@ -169,6 +172,7 @@ class TSNEEmbedder(_Embedder):
         self.seed = seed
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.negative_gradient_method = negative_gradient_method
 
     def fit(self, x: Any, y: Any = None) -> TSNEEmbedder:
         try:
@@ -189,7 +193,7 @@ class TSNEEmbedder(_Embedder):
         tsne = TSNE(
             n_components=int(self.n_components), n_iter=int(self.n_iter),
             early_exaggeration_iter=int(self.early_exaggeration_iter), learning_rate=self.learning_rate,
-            negative_gradient_method="fft", n_jobs=self.n_jobs, random_state=self.seed, verbose=self.verbose,
+            negative_gradient_method=self.negative_gradient_method, n_jobs=self.n_jobs, random_state=self.seed, verbose=self.verbose,
         )
         init = self.initialization
         self.model_ = tsne.fit(x, affinities=aff, initialization=init)
