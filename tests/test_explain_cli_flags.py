@@ -221,3 +221,24 @@ def test_every_option_has_a_help_line_and_threads():
         if name != "softlabels pretraining":  # trains its own teachers: no teacher run to disagree with
             assert "--allow-dataset-mismatch" in flags, name
         assert not {"--k", "--n", "--torch-threads"} & {f for p in options if not p.hidden for f in p.opts}, name
+
+
+def test_hints_uniform_baseline_and_step1_modes_from_the_cli(teacher, tmp_path):
+    """`--algorithm uniform` is PURSUhInT's baseline (resnet8: 3 candidate blocks, k = 2 → groups
+    {1, 2} and {3}, floored mean positions 1 and 3); `--parallel intra-op` gives the same hint points as the default batch workers; a bad
+    `--precision` is exit 2 before anything is written."""
+    out = tmp_path / "runs"
+    common = ("hints", "--teacher", teacher, "--clusters", 3, "--samples", 100, "--threads", 1, "--quiet")
+    r = invoke(*common[:4], 2, *common[5:], "--algorithm", "uniform", "--out", out)
+    assert r.exit_code == 0, r.output
+    [uniform] = [d for d in out.iterdir() if d.name.startswith("hints-")]
+    assert json.loads((uniform / "hints.json").read_text())["hint_layers"] == ["layer1.0", "layer3.0"]
+    r = invoke(*common, "--parallel", "intra-op", "--out", tmp_path / "intra")
+    batches = invoke(*common, "--out", tmp_path / "batches")
+    assert r.exit_code == 0 and batches.exit_code == 0, r.output + batches.output
+    found = [json.loads(next((tmp_path / s).glob("hints-*/hints.json")).read_text())["similarity"]
+             for s in ("intra", "batches")]
+    assert found[0] == found[1]
+    r = invoke(*common, "--precision", "fp16", "--out", tmp_path / "bad")
+    assert r.exit_code == 2 and "precision" in said(r) and "bf16" in said(r)
+    assert not (tmp_path / "bad").exists()

@@ -30,7 +30,14 @@ def hints(
     rule: str = typer.Option("centroid", help="hint point of a cluster: centroid (the authors' centre layer) "
                              "| centre (nearest the mean index) | medoid | last"),
     algorithm: str = typer.Option("pursuhint", help="layer clustering: pursuhint (the authors' layer "
-                                  "centroids) | profiles (k-means on 1−S rows) | kmedoids"),
+                                  "centroids) | profiles (k-means on 1−S rows) | kmedoids | uniform (PURSUhInT's "
+                                  "baseline: k equal consecutive groups, their centres)"),
+    precision: str = typer.Option("fp32", help="fp32 | bf16: the teacher's forward pass; bf16 is checked first on "
+                                  "1,000 samples (similarities must move < 1e-3) and is fast only on CPUs with "
+                                  "native bf16"),
+    parallel: str = typer.Option("batches", help="batches (one single-threaded worker per thread, each on its own "
+                                 "batches; CPU fp32 default) | intra-op (torch's threads inside each layer); same "
+                                 "values"),
     samples: int = typer.Option(10_000, "--samples", help="training samples for the layer representations "
                                 "(PURSUhInT: 10,000)"),
     form: str = typer.Option("post", help="post | pre (activation taps)"),
@@ -76,6 +83,8 @@ def hints(
     from kdlens.distill.cache import weights_hash
     from kdlens.errors import KdlensError, unknown_name
     from kdlens.explain.hint_search import (
+        PRECISIONS,
+        STEP1_PARALLEL,
         HintSearchResult,
         check_search_options,
         dataset_prepare,
@@ -106,6 +115,10 @@ def hints(
     check_search_options(metric, rule, form)
     if checkpoint not in ("last", "best"):
         raise unknown_name("checkpoint", checkpoint, ["last", "best"])
+    if precision not in PRECISIONS:
+        raise unknown_name("precision", precision, list(PRECISIONS))
+    if parallel not in STEP1_PARALLEL:
+        raise unknown_name("parallel", parallel, list(STEP1_PARALLEL))
     choose_threads(threads)  # --threads < 1 → error here
     if samples < 1:
         raise KdlensError(f"--samples must be a positive number of training samples; got {samples}")
@@ -143,7 +156,7 @@ def hints(
         "teacher": {"model": loaded.name, "weights_sha256": weights_hash(loaded.model)},
         "data": data_key, "pool_sha256": None if pool is None else indices_sha256(pool),
         "clusters": clusters, "metric": metric, "rule": rule, "algorithm": algorithm, "samples": samples,
-        "form": form, "seed": seed,
+        "form": form, "seed": seed, **({"precision": precision} if precision != "fp32" else {}),
     }
     resolved = {
         "teacher": {"run": teacher, "model": teacher_model, "weights": weights, "checkpoint": checkpoint},
@@ -151,6 +164,7 @@ def hints(
         "allow_dataset_mismatch": allow_dataset_mismatch, "clusters": clusters, "metric": metric, "rule": rule,
         "algorithm": algorithm, "samples": samples, "form": form, "seed": seed, "batch_size": batch_size,
         "blas_threads": blas_threads, "threads": threads, "device": device, "out": str(out),
+        "precision": precision, "parallel": parallel,
     }
     title = f"{loaded.name} on {name}: {metric} ({form}), k={clusters}"
 
@@ -160,6 +174,7 @@ def hints(
             model, train.images, dataset_prepare(train), k=clusters, metric=metric, rule=rule, form=form, n=samples,
             algorithm=algorithm, seed=seed, cache_dir=store / "cache" / "hint-search" / "reps",
             blas_threads=blas_threads, pool=pool, data_key=data_key, batch_size=batch_size, progress=not quiet,
+            precision=precision, parallel=parallel,
         )
         result.extra["teacher"] = {"ref": teacher, "model": loaded.name, "checkpoint": str(loaded.checkpoint),
                                    **({"weights": str(weights)} if weights is not None else {})}
