@@ -29,15 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlens.errors import KdlensError
-from kdlens.explain.representations import (
-    SpatialMeanTaps,
-    _images_sha256,
-    _key_digest,
-    _load_cached,
-    _write_cache,
-    indices_sha256,
-    representation_cache_key,
-)
+from kdlens.explain.representations import SpatialMeanTaps, cached_representations
 
 __all__ = ["layer_representations_parallel"]
 
@@ -85,25 +77,10 @@ def layer_representations_parallel(
         raise KdlensError("no samples: indices is empty")
     if rows.min() < 0 or rows.max() >= len(images):
         raise KdlensError(f"indices out of range: allowed 0..{len(images) - 1}")
-    folder = key = None
-    if cache_dir is not None:
-        from kdlens.distill.cache import weights_hash
-
-        data = dict(data_key) if data_key is not None else {"images_sha256": _images_sha256(images, rows)}
-        data.update(n=int(rows.size), indices_sha256=indices_sha256(rows))
-        key = representation_cache_key(weights_hash(model), data, names, form, "float32")
-        folder = Path(cache_dir) / _key_digest(key)[:24]
-        cached = _load_cached(folder, key)
-        if info is not None:
-            info.update(cache="hit" if cached is not None else "miss", cache_dir=str(folder))
-        if cached is not None:
-            return cached
-    elif info is not None:
-        info.update(cache="off", cache_dir=None)
-    reps = _compute(model, images, prepare, names, rows, batch_size, workers, channels_last, progress)
-    if folder is not None and key is not None:
-        _write_cache(folder, key, reps)
-    return reps
+    return cached_representations(
+        model, images, rows, names, form, "float32", cache_dir, data_key, info,
+        lambda: _compute(model, images, prepare, names, rows, batch_size, workers, channels_last, progress),
+    )
 
 
 def _compute(

@@ -44,6 +44,7 @@ from kdlens.models import FeatureTaps, list_taps
 __all__ = [
     "REPRESENTATION_FORMS",
     "SpatialMeanTaps",
+    "cached_representations",
     "candidate_layers",
     "indices_sha256",
     "layer_representations",
@@ -258,13 +259,36 @@ def layer_representations(
         raise KdlensError("no samples: indices is empty")
     taps = SpatialMeanTaps(model, names, dtype=torch.float32 if dtype == "float32" else torch.float64)  # checks names
 
+    return cached_representations(
+        model, images, rows, names, form, dtype + ("+bf16" if bf16 else ""), cache_dir, data_key, info,
+        lambda: _compute(model, images, prepare, taps, rows, batch_size, _DTYPES[dtype], progress, channels_last, bf16),
+    )
+
+
+def cached_representations(
+    model: nn.Module,
+    images: Tensor,
+    rows: np.ndarray,
+    names: list[str],
+    form: str,
+    dtype_tag: str,
+    cache_dir: str | Path | None,
+    data_key: Mapping[str, Any] | None,
+    info: dict[str, Any] | None,
+    compute: Callable[[], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """``compute()``'s representations through the on-disk cache under ``cache_dir`` (None: no
+    cache): the key holds the model's weights hash, the data (``data_key`` or a hash of the
+    images), the sample indices, the layer names, the tap form and ``dtype_tag``; ``info`` is
+    told ``cache`` = hit | miss | off and the folder.  Shared by every way of computing them
+    (:func:`layer_representations`, the batch-parallel workers), whose equal values share entries."""
     folder = key = None
     if cache_dir is not None:
         from kdlens.distill.cache import weights_hash
 
         data = dict(data_key) if data_key is not None else {"images_sha256": _images_sha256(images, rows)}
         data.update(n=int(rows.size), indices_sha256=indices_sha256(rows))
-        key = representation_cache_key(weights_hash(model), data, names, form, dtype + ("+bf16" if bf16 else ""))
+        key = representation_cache_key(weights_hash(model), data, names, form, dtype_tag)
         folder = Path(cache_dir) / _key_digest(key)[:24]
         cached = _load_cached(folder, key)
         if info is not None:
@@ -273,8 +297,7 @@ def layer_representations(
             return cached
     elif info is not None:
         info.update(cache="off", cache_dir=None)
-
-    reps = _compute(model, images, prepare, taps, rows, batch_size, _DTYPES[dtype], progress, channels_last, bf16)
+    reps = compute()
     if folder is not None and key is not None:
         _write_cache(folder, key, reps)
     return reps
