@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from kdlens.errors import KdlensError
 from kdlens.studies.papers import Dependency, StepContext, load_run_model, register_step, run_dataset
 
 SWEEP = ("student", "epochs", "batch_size", "lr", "seed", "student_seed", "chunk_size", "backend", "alpha", "gamma",
@@ -95,6 +96,8 @@ def entropy_step(ctx: StepContext) -> dict[str, Any]:
         label_smoothing_entropy_curve,
     )
     from kdlens.figures.softlabels import plot_entropy_curves
+    from kdlens.figures.softlabels_extra import plot_class_entropy_curves
+    from kdlens.figures.style import paper_style
 
     ctx.check_params(("teachers", "teacher_label", "temperatures", "ls_alphas"))
     teachers = _teachers(ctx)
@@ -111,6 +114,8 @@ def entropy_step(ctx: StepContext) -> dict[str, Any]:
     ctx.write_csv("entropy.csv", rows)
     ctx.save_figure("entropy.png", plot_entropy_curves(
         tables, ls_curve=(alphas, label_smoothing_entropy_curve(alphas, train.num_classes))))
+    with paper_style():  # Fig. 4.4: every class's curve, faded, behind the mean
+        ctx.save_figure("entropy_per_class.png", plot_class_entropy_curves(tables))
     return {"teachers": [n for n, _ in teachers], "mean_entropy": summary}
 
 
@@ -176,7 +181,7 @@ def projection_step(ctx: StepContext) -> dict[str, Any]:
     from kdlens.explain.softlabels import TemplateProjection, penultimate_activations
     from kdlens.figures.softlabels import plot_projections
 
-    ctx.check_params(("teachers", "teacher_label", "classes", "n"))
+    ctx.check_params(("teachers", "teacher_label", "classes", "n", "ls_comparison"))
     teachers = _teachers(ctx)
     test = run_dataset(teachers[0][1], "test")
     classes = [int(c) for c in ctx.param("classes", [0, 1, 2])]
@@ -199,4 +204,29 @@ def projection_step(ctx: StepContext) -> dict[str, Any]:
                  for c, (a, b) in zip(labels[keep], coords, strict=True)]
     ctx.write_csv("projection.csv", rows)
     ctx.save_figure("projection.png", plot_projections(panels, classes, test.classes))
-    return {"classes": classes, "points": int(len(keep))}
+    out: dict[str, Any] = {"classes": classes, "points": int(len(keep))}
+    if ctx.param("ls_comparison", False):  # Fig. 4.5: a plainly trained vs a label-smoothing model
+        out.update(_ls_comparison(ctx, teachers, panels, classes, test.classes))
+    return out
+
+
+def _ls_comparison(ctx: StepContext, teachers: list[tuple[str, Dependency]], panels: dict[str, Any],
+                   classes: list[int], class_names: list[str]) -> dict[str, Any]:
+    """Fig. 4.5 (Vats 2021, after Müller et al. 2019): the needed runs must be one trained with
+    ``label_smoothing`` 0 and one with α_LS > 0; writes ``ls_projection.png`` and returns each
+    one's class spread (:func:`~kdlens.figures.softlabels_extra.class_spread`)."""
+    from kdlens.figures.softlabels_extra import class_spread, plot_ls_projection_comparison
+    from kdlens.figures.style import paper_style
+
+    alphas = {name: float(dep.config().get("label_smoothing", 0.0) or 0.0) for name, dep in teachers}
+    plain = [n for n, a in alphas.items() if a == 0.0]
+    smoothed = [n for n, a in alphas.items() if a > 0.0]
+    if len(plain) != 1 or len(smoothed) != 1:
+        raise KdlensError(f"step {ctx.task_id}: ls_comparison needs one run with label_smoothing 0 and one with "
+                          f"label_smoothing > 0; have {alphas}")
+    with paper_style():
+        ctx.save_figure("ls_projection.png", plot_ls_projection_comparison(
+            panels[plain[0]], panels[smoothed[0]], classes, class_names, alpha_ls=alphas[smoothed[0]]))
+    return {"spread_plain": class_spread(*panels[plain[0]][:2], classes),
+            "spread_label_smoothing": class_spread(*panels[smoothed[0]][:2], classes),
+            "alpha_ls": alphas[smoothed[0]]}
