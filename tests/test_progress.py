@@ -61,3 +61,24 @@ def test_study_progress_prints_a_status_line_every_interval_off_a_terminal(monke
     assert len(lines) == 2  # at 10 s and 20 s
     assert lines[0] == "study s: 0/2 tasks done · running teacher_a (0:10) · elapsed 0:10 · ETA —"
     assert "running teacher_a (0:20)" in lines[1]
+
+
+def test_study_eta_is_unknown_once_a_running_task_outlasts_its_estimate(monkeypatch):
+    """Two train tasks took 10 s each; a third running for 4 s leaves 6 s; at 15 s it has
+    outlasted every estimate: the ETA is unknown, not 0:00."""
+    from types import SimpleNamespace
+
+    from kdlens.studies.grid import progress as study_progress
+
+    clock = [100.0]
+    monkeypatch.setattr(study_progress.time, "time", lambda: clock[0])
+    task = SimpleNamespace(id="c", kind="train", group="g")
+    states = {"c": SimpleNamespace(task=task, status="running", seconds=None, metrics={}, reason=None)}
+    study = SimpleNamespace(name="s", scale="cpu", directory="d", spec=SimpleNamespace(groups={}))
+    display = study_progress.StudyProgress(study, states, workers=1, enabled=False)
+    display.durations = {"train": [10.0, 10.0]}
+    display.started = {"c": 100.0}
+    clock[0] = 104.0
+    assert display.eta_seconds() == 6.0
+    clock[0] = 115.0
+    assert display.eta_seconds() is None

@@ -91,6 +91,10 @@ class StudyProgress:
                 f"ETA {'—' if eta is None else _hms(eta)}")
 
     def eta_seconds(self) -> float | None:
+        """Seconds left: each pending or running task's expected duration (the mean of finished
+        tasks of its kind, else of all) less what a running one has used, over the workers.
+        None (unknown) before any task finished, or once a running task has outlasted its
+        estimate — then no honest figure is left (never a stale ``0:00``)."""
         every = [d for ds in self.durations.values() for d in ds]
         if not every:
             return None
@@ -103,7 +107,10 @@ class StudyProgress:
             ds = self.durations.get(st.task.kind)
             est = sum(ds) / len(ds) if ds else overall
             if st.status == "running":
-                est = max(0.0, est - (now - self.started.get(st.task.id, now)))
+                used = now - self.started.get(st.task.id, now)
+                if used > est:
+                    return None
+                est -= used
             total += est
         return total / max(1, self.workers)
 
