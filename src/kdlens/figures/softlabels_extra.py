@@ -19,6 +19,8 @@ here but where to draw.
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,7 +72,8 @@ def plot_class_entropy_curves(tables: Mapping[str, Any], title: str | None = Non
         ax.plot(ts, np.asarray(table.mean, dtype=float), color="black", lw=1.8, zorder=3)
         ax.axhline(table.max_entropy, color="grey", ls="--", lw=0.8, zorder=1)
         ax.set_xlabel("temperature T")
-        ax.set_title(f"teacher {name}" if not str(name).startswith("teacher") else str(name))
+        label = f"teacher {name}" if not str(name).startswith("teacher") else str(name)
+        ax.set_title("\n".join(textwrap.wrap(label, 26, break_on_hyphens=False) or [label]), fontsize="small")
         ax.grid(alpha=0.25)
         if i == 0:
             ax.set_ylabel("entropy of softmax(z/T) (nats)")
