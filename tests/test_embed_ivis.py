@@ -8,6 +8,7 @@ import torch
 
 from kdlens.errors import KdlensError
 from kdlens.explain.embed import Ivis, PrecomputedKNN, nearest_neighbors, pn_triplet_loss, triplet_loss
+from kdlens.explain.embed.ivis import pn_reference_loss
 from kdlens.explain.embed.ivis import IvisNetwork, NETWORKS
 
 
@@ -93,6 +94,23 @@ def test_losses_by_hand():
     assert pn_triplet_loss(a, p, n, 1.0).item() == pytest.approx(1 - 0.5 + 1, abs=1e-5)
     far = torch.tensor([[10.0, 0.0]])
     assert pn_triplet_loss(a, p, far, 1.0).item() == 0.0
+
+
+def test_reference_pn_form_is_the_mean_of_the_two_hinges():
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    p = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    n = torch.tensor([[1.0, 0.5], [0.0, 1.8]], dtype=torch.float64)
+    # row 0: d_ap 1, d_an √1.25, d_pn 0.5 → ½[(2 − √1.25) + 1.5];
+    # row 1: d_an 1.8, d_pn √4.24 → ½[max(0.2, 0) + 0] (one hinge active: half of "pn")
+    ref = pn_reference_loss(a, p, n, 1.0)
+    assert ref[0].item() == pytest.approx(0.5 * ((2 - 1.25 ** 0.5) + 1.5), abs=1e-12)
+    assert ref[1].item() == pytest.approx(0.5 * 0.2, abs=1e-12)
+    assert pn_triplet_loss(a, p, n, 1.0)[1].item() == pytest.approx(0.2, abs=1e-12)
+    # Keras's distance floor: coincident points give sqrt(1e-7), not 0
+    z = torch.zeros(1, 2, dtype=torch.float64)
+    assert pn_reference_loss(z, z, z, 1.0).item() == pytest.approx(1.0, abs=1e-12)
+    m = Ivis(k=10, epochs=2, loss="pn-reference").fit(blobs(n=60, d=5)[0])
+    assert m.loss_ > 0 and m.history_[0] >= m.loss_
 
 
 def test_plain_triplet_option_and_large_network():

@@ -28,8 +28,11 @@ What the estimator does (defaults from Szubert et al. unless said otherwise):
   two points inside the neighbourhood (a hard negative), so the loss only orders the
   neighbourhood and says nothing about points outside it, and the loss values are not
   comparable between the two options.
-* **Loss.** ``loss="pn"``: the PN triplet loss of Balntas et al. (2016) as used by Ivis,
-  ``max(d(a,p) − min(d(a,n), d(p,n)) + margin, 0)``; ``loss="triplet"``: the plain
+* **Loss.** ``loss="pn"``: the PN triplet loss of Balntas et al. (2016) as Szubert et al.
+  write it, ``max(d(a,p) − min(d(a,n), d(p,n)) + margin, 0)``; ``loss="pn-reference"``: reference
+  ivis's code, the mean of the two hinges ``½[max(d(a,p) − d(a,n) + m, 0) + max(d(a,p) − d(p,n)
+  + m, 0)]`` — about half the ``"pn"`` value once one hinge is inactive, which is why kdlens's
+  converged ``"pn"`` loss is ≈ 2× the reference's; ``loss="triplet"``: the plain
   ``max(d(a,p) − d(a,n) + margin, 0)``; Euclidean distances in the embedding, margin 1.
 * **Optimisation.** Adam (learning rate 1e-3), batches of 128 anchors, at most ``epochs``
   epochs; early stopping when the mean training loss of an epoch has not improved on the best
@@ -71,6 +74,7 @@ __all__ = [
     "Ivis",
     "IvisNetwork",
     "lecun_normal_",
+    "pn_reference_loss",
     "pn_triplet_loss",
     "triplet_loss",
 ]
@@ -101,6 +105,22 @@ def pn_triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: 
     d_an = _distance(anchor, negative)
     d_pn = _distance(positive, negative)
     return F.relu(d_ap - torch.minimum(d_an, d_pn) + margin)
+
+
+@TRIPLET_LOSSES.register("pn-reference")
+def pn_reference_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
+    """Reference ivis's PN loss per triplet: the *mean* of the two hinges,
+    ``½·[max(d(a,p) − d(a,n) + m, 0) + max(d(a,p) − d(p,n) + m, 0)]``, with Keras's distance
+    ``sqrt(max(Σ(x − y)², 1e-7))`` (ivis 2.0.11, ``ivis/nn/losses.py``, ``EuclideanPnLoss``).
+
+    ``"pn"`` (the default) is Balntas et al.'s form, the *larger* hinge
+    ``max(d(a,p) − min(d(a,n), d(p,n)) + m, 0)``. When one hinge is active — the usual case
+    once the embedding has spread — the reference value is half of kdlens's, which is why
+    converged ``"pn"`` losses are ≈ 2× reference ivis's; the gradients then point the same way.
+    """
+    d_ap, d_an, d_pn = (torch.sqrt(((u - v) ** 2).sum(-1).clamp_min(1e-7))
+                        for u, v in ((anchor, positive), (anchor, negative), (positive, negative)))
+    return 0.5 * (F.relu(d_ap - d_an + margin) + F.relu(d_ap - d_pn + margin))
 
 
 @TRIPLET_LOSSES.register("triplet")
@@ -186,7 +206,7 @@ class Ivis:
             n − 2 is an error, as in reference ivis).
         network: ``"szubert"`` (128-128-128), ``"maaten"`` (500-500-2000) or a tuple of widths.
         dropout: AlphaDropout rate after each hidden layer.
-        loss: ``"pn"`` or ``"triplet"``.
+        loss: ``"pn"`` (paper), ``"pn-reference"`` (reference ivis's mean of two hinges) or ``"triplet"``.
         margin: triplet margin.
         triplets: ``"random"`` (reference) or ``"closest-furthest"`` (Lee & Wallraven's wording).
         batch_size, learning_rate: Adam mini-batches of anchors and step size.
