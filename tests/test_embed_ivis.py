@@ -8,7 +8,7 @@ import torch
 
 from kdlens.errors import KdlensError
 from kdlens.explain.embed import Ivis, PrecomputedKNN, nearest_neighbors, pn_triplet_loss, triplet_loss
-from kdlens.explain.embed.ivis import pn_reference_loss
+from kdlens.explain.embed.ivis import IvisAlphaDropout, pn_reference_loss
 from kdlens.explain.embed.ivis import IvisNetwork, NETWORKS
 
 
@@ -124,10 +124,43 @@ def test_network_structure_and_lecun_init():
     torch.manual_seed(0)
     net = IvisNetwork(400, (128, 128, 128), 2, 0.1)
     kinds = [type(m).__name__ for m in net.body]
-    assert kinds == ["Linear", "SELU", "AlphaDropout"] * 3
+    assert kinds == ["Linear", "SELU", "IvisAlphaDropout"] * 3
     w = net.body[0].weight
     assert w.std().item() == pytest.approx((1 / 400) ** 0.5, rel=0.05)
     assert w.abs().max().item() <= 2 * (1 / 400) ** 0.5 / 0.8796 + 1e-6
+
+
+def test_alpha_dropout_matches_torch_values_and_keeps_mean_and_variance():
+    drop = IvisAlphaDropout(0.1)
+    q = drop.threshold / 65536
+    assert drop.threshold == 58982 and abs(q - 0.9) < 1e-5
+    # torch's alpha_dropout at the same keep probability maps 0 to b (kept) or a·α' + b (dropped)
+    torch.manual_seed(0)
+    ref = torch.nn.functional.alpha_dropout(torch.zeros(20000, dtype=torch.float64), 1 - q, True)
+    kept, dropped = sorted(set(torch.round(ref, decimals=9).tolist()), reverse=True)
+    out = drop.train()(torch.zeros(200, 100, dtype=torch.float64))
+    values = sorted(set(torch.round(out, decimals=9).flatten().tolist()), reverse=True)
+    assert values == pytest.approx([kept, dropped], abs=1e-9)
+    # a·(x·m + α'(1 − m)) + b on a given input, by hand for the kept entries: a·x + b
+    x = torch.randn(400, 500, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = drop(x)
+    is_kept = (y - (drop.a * x + drop.b)).abs() < 1e-9
+    assert float(is_kept.double().mean()) == pytest.approx(q, abs=0.005)
+    # self-normalising: a SELU-normalised input (mean 0, variance 1) keeps mean 0 and variance 1
+    z = torch.nn.functional.selu(torch.randn(2000, 500, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
+    z = (z - z.mean()) / z.std()
+    w = drop(z)
+    assert float(w.mean()) == pytest.approx(0.0, abs=0.01) and float(w.var()) == pytest.approx(1.0, abs=0.01)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_masks_follow_random_state():
+    nets = [IvisNetwork(5, (8, 8), 2, 0.5) for _ in range(3)]
+    for net, seed in zip(nets, (0, 0, 1)):
+        net.seed_dropout(seed)
+    masks = [net.body[2].train()(torch.zeros(50, 8)) for net in nets]
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+    assert not torch.equal(nets[0].body[2].train()(torch.zeros(50, 8)), nets[0].body[5].train()(torch.zeros(50, 8)))
 
 
 def test_early_stopping_with_patience():

@@ -152,6 +152,45 @@ def lecun_normal_(weight: Tensor, generator: torch.Generator | None = None) -> T
         return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std, generator=generator)
 
 
+_SELU_ALPHA_PRIME = -1.0507009873554805 * 1.6732632423543772  # −λα, SELU's negative saturation
+
+
+class IvisAlphaDropout(nn.Module):
+    """AlphaDropout (Klambauer et al. 2017, §"New dropout technique"), mask from a numpy RNG.
+
+    Training: ``out = a·(x·m + α'·(1 − m)) + b`` with ``m ~ Bernoulli(q)``, ``α' = −λα``,
+    ``a = (q + α'²·q·(1 − q))^(−1/2)``, ``b = −a·α'·(1 − q)`` — mean and variance of a
+    self-normalised input are kept. ``q`` is the keep probability rounded to a multiple of
+    2⁻¹⁶ (the mask is ``u < round(q·2¹⁶)`` for uniform 16-bit integers ``u``; rate 0.1 → 0.100006)
+    and ``a``, ``b`` use that ``q`` exactly. Why not ``nn.AlphaDropout``: its Bernoulli draw was
+    a fifth of an Ivis step here (≈ 0.6 ms for 384 × 128 on one core); numpy's 16-bit integers
+    take ≈ 0.15 ms. Evaluation: identity. ``rng`` (a ``numpy.random.Generator``) is set by
+    :class:`Ivis` from its ``random_state``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.threshold = int(round((1.0 - self.p) * 65536))
+        q = self.threshold / 65536
+        self.a = (q + _SELU_ALPHA_PRIME**2 * q * (1 - q)) ** -0.5
+        self.b = -self.a * _SELU_ALPHA_PRIME * (1 - q)
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        bits = self.rng.integers(0, 65536, x.numel(), dtype=np.uint16)
+        keep = torch.from_numpy(bits < self.threshold).view(x.shape).to(x.device)
+        scale = keep.to(x.dtype) * self.a  # a·m
+        kept_shift, dropped_shift = x.new_tensor(self.b), x.new_tensor(self.a * _SELU_ALPHA_PRIME + self.b)
+        shift = torch.where(keep, kept_shift, dropped_shift)  # a·α'·(1 − m) + b
+        return torch.addcmul(shift, x, scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class IvisNetwork(nn.Module):
     """Dense SELU body with AlphaDropout and a linear embedding layer (the Siamese branch)."""
 
@@ -163,7 +202,7 @@ class IvisNetwork(nn.Module):
         for h in hidden:
             layers += [nn.Linear(width, h), nn.SELU()]
             if dropout > 0:
-                layers.append(nn.AlphaDropout(dropout))
+                layers.append(IvisAlphaDropout(dropout))
             width = h
         self.body = nn.Sequential(*layers)
         self.embedding = nn.Linear(width, n_components)
@@ -174,6 +213,21 @@ class IvisNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.embedding(self.body(x))
+
+    def seed_dropout(self, seed: int) -> None:
+        """Give every dropout layer its own numpy RNG, derived from ``seed``."""
+        drops = [m for m in self.modules() if isinstance(m, IvisAlphaDropout)]
+        for m, child in zip(drops, np.random.SeedSequence(seed).spawn(len(drops))):
+            m.rng = np.random.default_rng(child)
+
+
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) as one fused kernel where this torch has it (CPU: torch ≥ 2.4):
+    the per-parameter loop of the plain form was ≈ 15 % of an Ivis step here."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 def _as_labels(y: Any, n: int) -> np.ndarray:
@@ -385,8 +439,9 @@ class Ivis:
             params += list(head.parameters())
             head.to(device)
             y_t = torch.from_numpy(labels).to(device)
+        net.seed_dropout(self.seed_)
         net.to(device)
-        opt = torch.optim.Adam(params, lr=float(self.learning_rate))
+        opt = _adam(params, float(self.learning_rate))
         loss_fn = TRIPLET_LOSSES.get(self.loss)
         data = torch.from_numpy(x).to(device)
         nbrs = torch.from_numpy(nbrs_np)
@@ -397,7 +452,7 @@ class Ivis:
         for epoch in range(int(self.epochs)):
             anchors, positives, negatives = self._sample_epoch(nbrs, gen)
             triplet_idx = torch.stack([anchors, positives, negatives], 1).to(device)
-            total = 0.0
+            total = torch.zeros((), device=device)
             for start in range(0, n, bs):
                 batch = triplet_idx[start : start + bs]
                 b = batch.shape[0]
@@ -412,8 +467,8 @@ class Ivis:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * b
-            epoch_loss = total / n
+                total += loss.detach() * b
+            epoch_loss = float(total) / n
             history.append(epoch_loss)
             if not math.isfinite(epoch_loss):
                 raise KdlensError(f"Ivis loss became {epoch_loss} in epoch {epoch + 1}: scale the input or lower learning_rate")
