@@ -111,6 +111,7 @@ def test_reference_pn_form_is_the_mean_of_the_two_hinges():
     assert pn_reference_loss(z, z, z, 1.0).item() == pytest.approx(1.0, abs=1e-12)
     m = Ivis(k=10, epochs=2, loss="pn-reference").fit(blobs(n=60, d=5)[0])
     assert m.loss_ > 0 and m.history_[0] >= m.loss_
+    assert len(m.epoch_seconds_) == m.n_epochs_ == 2 and min(m.epoch_seconds_) > 0
 
 
 def test_plain_triplet_option_and_large_network():

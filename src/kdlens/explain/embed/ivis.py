@@ -279,7 +279,8 @@ class Ivis:
         verbose: print the loss every 10 epochs.
 
     Learned attributes: ``embedding_`` (n × n_components, float32), ``loss_`` (best epoch's
-    mean loss), ``history_`` (mean loss per epoch), ``n_epochs_``, ``neighbors_`` (n × k),
+    mean loss), ``history_`` (mean loss per epoch), ``epoch_seconds_`` (wall time per epoch:
+    triplet draws and training), ``n_epochs_``, ``neighbors_`` (n × k),
     ``network_`` (the torch module), ``n_features_in_``, ``k_``, ``fit_seconds_``,
     ``knn_seconds_``.
     """
@@ -449,7 +450,9 @@ class Ivis:
 
         best, best_state, since_best, history = math.inf, None, 0, []
         net.train()
+        epoch_seconds: list[float] = []
         for epoch in range(int(self.epochs)):
+            t_epoch = time.perf_counter()
             anchors, positives, negatives = self._sample_epoch(nbrs, gen)
             triplet_idx = torch.stack([anchors, positives, negatives], 1).to(device)
             total = torch.zeros((), device=device)
@@ -470,6 +473,7 @@ class Ivis:
                 total += loss.detach() * b
             epoch_loss = float(total) / n
             history.append(epoch_loss)
+            epoch_seconds.append(time.perf_counter() - t_epoch)
             if not math.isfinite(epoch_loss):
                 raise KdlensError(f"Ivis loss became {epoch_loss} in epoch {epoch + 1}: scale the input or lower learning_rate")
             if epoch_loss < best - float(self.min_delta):
@@ -490,6 +494,7 @@ class Ivis:
         self.classifier_ = head
         self.loss_ = best
         self.history_ = history
+        self.epoch_seconds_ = epoch_seconds
         self.n_epochs_ = len(history)
 
     # ------------------------------------------------------------------ transform
