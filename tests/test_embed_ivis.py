@@ -228,3 +228,38 @@ def test_supervision_mean_labelled_or_over_the_batch_as_reference_ivis():
     assert supervised_cross_entropy(logits, torch.full((4,), -1)).item() == 0.0
     with pytest.raises(KdlensError, match="supervision_mean"):
         Ivis(supervision_mean="all")._check_params()
+
+
+@pytest.mark.parametrize("dropout, with_head", [(0.1, False), (0.3, True), (0.0, False)])
+def test_hand_written_backward_matches_autograd_in_float64(dropout, with_head):
+    import copy
+
+    from kdlens.explain.embed.ivis_step import hidden_layers, manual_step
+
+    torch.manual_seed(0)
+    net = IvisNetwork(7, (16, 12, 16), 2, dropout).double().train()
+    twin = copy.deepcopy(net)
+    net.seed_dropout(3)
+    twin.seed_dropout(3)  # the same masks in both passes
+    head = torch.nn.Linear(2, 3).double()
+    twin_head = copy.deepcopy(head)
+    x = torch.randn(24, 7, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, -1, 1, 0, 2, -1])
+
+    def objective(h):
+        def f(e):
+            loss = pn_triplet_loss(e[:8], e[8:16], e[16:], 1.0).mean()
+            if with_head:
+                loss = 0.5 * loss + 0.5 * torch.nn.functional.cross_entropy(h(e[:8])[labels >= 0], labels[labels >= 0])
+            return loss
+        return f
+
+    by_hand = manual_step(net, hidden_layers(net), x, objective(head))
+    by_autograd = objective(twin_head)(twin(x))
+    by_autograd.backward()
+    assert by_hand.item() == pytest.approx(by_autograd.item(), abs=1e-12)
+    for (name, p), q in zip(net.named_parameters(), twin.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-12, rtol=1e-10), name
+    if with_head:
+        for p, q in zip(head.parameters(), twin_head.parameters()):
+            assert torch.allclose(p.grad, q.grad, atol=1e-12)

@@ -1,0 +1,105 @@
+"""One Ivis training step with the network's backward pass written out by hand.
+
+The Ivis network is a plain stack ``h_l = AlphaDropout(SELU(h_{l−1} W_lᵀ + b_l))`` and a
+linear embedding ``e = h_L W_eᵀ + b_e``; a step pushes 3 × 128 rows through it. At that size
+autograd's per-operation bookkeeping, not arithmetic, set the pace (about 4.4 ms a step on
+one core against 1.2 ms for the matrix products alone). This module does the same arithmetic
+with fewer, fused operations:
+
+forward, per hidden layer (``m`` the keep mask, ``a``, ``b`` AlphaDropout's affine terms,
+``α' = −λα``; Klambauer et al. 2017):
+
+    z = h W_lᵀ + b_l,   s = SELU(z),   h' = a·(m·s + α'(1 − m)) + b = c₀ + m·(a·s + (b − c₀))
+
+with ``c₀ = a·α' + b`` (the value of a dropped unit);
+
+backward (``g`` = ∂L/∂h'):
+
+    ∂L/∂z = SELU'(z) · a · m · g          (one ``elu_backward`` with scale λ·a)
+    ∂L/∂W_l = (∂L/∂z)ᵀ h,   ∂L/∂b_l = Σ_rows ∂L/∂z,   ∂L/∂h = (∂L/∂z) W_l.
+
+The loss on the embedding (any registered triplet loss, plus the optional classifier head)
+still goes through autograd: it acts on a 384 × 2 tensor and costs little. Gradients are
+written into the parameters' ``.grad`` for the (fused) Adam step. ``tests/test_embed_ivis.py``
+checks the gradients against autograd in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdlens.explain.embed.ivis import IvisAlphaDropout, IvisNetwork
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+Layer = tuple[nn.Linear, "IvisAlphaDropout | None"]
+
+
+def hidden_layers(net: IvisNetwork) -> list[Layer]:
+    """The (Linear, SELU[, IvisAlphaDropout]) triples of ``net.body`` in order; anything else
+    in the body (a custom network) raises ``TypeError`` — use autograd for it."""
+    mods = list(net.body)
+    layers, i = [], 0
+    while i < len(mods):
+        if not (isinstance(mods[i], nn.Linear) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.SELU)):
+            raise TypeError(f"not a Linear–SELU stack at body[{i}]: {type(mods[i]).__name__}")
+        drop = mods[i + 2] if i + 2 < len(mods) and isinstance(mods[i + 2], IvisAlphaDropout) else None
+        layers.append((mods[i], drop))
+        i += 3 if drop is not None else 2
+    return layers
+
+
+def _keep_mask(drop: IvisAlphaDropout, shape: torch.Size, like: Tensor) -> Tensor:
+    bits = drop.rng.integers(0, 65536, int(np.prod(shape)), dtype=np.uint16)
+    return torch.from_numpy(bits < drop.threshold).view(shape).to(device=like.device, dtype=like.dtype)
+
+
+def manual_step(net: IvisNetwork, layers: list[Layer], x: Tensor,
+                loss_of_embedding: Callable[[Tensor], Tensor]) -> Tensor:
+    """Forward ``x`` through ``net`` (training mode, dropout on), evaluate
+    ``loss_of_embedding(e)`` with autograd on the embedding only, back-propagate by hand and
+    store the network's gradients in ``.grad`` (replacing them; parameters the loss itself
+    reaches, such as a classifier head, accumulate theirs as usual). Returns the loss (detached)."""
+    saved: list[tuple[Tensor, Tensor, Tensor | None, float]] = []  # (input, z, mask, a) per layer
+    with torch.no_grad():
+        h = x
+        for linear, drop in layers:
+            z = torch.addmm(linear.bias, h, linear.weight.t())
+            s = torch.selu(z)
+            if drop is not None and drop.p > 0:
+                m = _keep_mask(drop, z.shape, z)
+                c0 = drop.a * (-SELU_SCALE * SELU_ALPHA) + drop.b  # a dropped unit's value
+                h_next = torch.addcmul(z.new_tensor(c0), m, torch.add(z.new_tensor(drop.b - c0), s, alpha=drop.a))
+                saved.append((h, z, m, drop.a))
+            else:
+                h_next = s
+                saved.append((h, z, None, 1.0))
+            h = h_next
+        emb_layer = net.embedding
+        e = torch.addmm(emb_layer.bias, h, emb_layer.weight.t())
+    e.requires_grad_(True)
+    loss = loss_of_embedding(e)
+    loss.backward()  # fills e.grad (and the classifier head's .grad, if the loss uses one)
+    with torch.no_grad():
+        g = e.grad
+        emb_layer.weight.grad = g.t() @ h
+        emb_layer.bias.grad = g.sum(0)
+        g = g @ emb_layer.weight
+        for i in range(len(layers) - 1, -1, -1):
+            h_in, z, m, a = saved[i]
+            if m is not None:
+                g = g * m
+            gz = torch.ops.aten.elu_backward(g, SELU_ALPHA, SELU_SCALE * a, 1.0, False, z)
+            linear = layers[i][0]
+            linear.weight.grad = gz.t() @ h_in
+            linear.bias.grad = gz.sum(0)
+            if i > 0:
+                g = gz @ linear.weight
+    return loss.detach()
+
