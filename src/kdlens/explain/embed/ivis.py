@@ -34,7 +34,9 @@ What the estimator does (defaults from Szubert et al. unless said otherwise):
   + m, 0)]`` — about half the ``"pn"`` value once one hinge is inactive, which is why kdlens's
   converged ``"pn"`` loss is ≈ 2× the reference's; ``loss="triplet"``: the plain
   ``max(d(a,p) − d(a,n) + margin, 0)``; Euclidean distances in the embedding, margin 1.
-* **Optimisation.** Adam (learning rate 1e-3), batches of 128 anchors, at most ``epochs``
+* **Optimisation.** Adam (learning rate 1e-3, fused), the network's gradients written out by
+  hand in :mod:`kdlens.explain.embed.ivis_step` (the same values as autograd, with fewer
+  operations), batches of 128 anchors, at most ``epochs``
   epochs; early stopping when the mean training loss of an epoch has not improved on the best
   one by more than ``min_delta`` for ``patience`` epochs (the reference's default patience is
   20). The weights of the best epoch are restored, and its loss is ``loss_`` — the converged
