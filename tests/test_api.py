@@ -55,6 +55,8 @@ def test_python_api_doc_blocks_run_in_order(tmp_path, monkeypatch):
     assert namespace["run"].metrics["best_acc"] == namespace["result"].best_acc
     assert namespace["student"].metrics["hint_layers"]["teacher"] == ["stage2", "stage3"]
     assert len(namespace["result"].history) == 2
+    assert namespace["emb"].shape == (300, 2) and len(namespace["model"].epoch_seconds_) == 5
+    assert namespace["reference_loss"] > 0
 
 
 def tensor_data(n=120, seed=0):
