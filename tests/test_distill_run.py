@@ -186,3 +186,27 @@ def test_init_from_a_checkpoint_with_another_class_count_replaces_only_the_head(
     state, source = model.state_dict(), pretrained.state_dict()
     assert all(torch.equal(state[k], source[k]) for k in source if k not in replaced)  # the body is loaded
     assert all(torch.equal(state[k], fresh[k]) for k in replaced)  # the head keeps its initialisation
+
+
+def test_cache_size_and_memory_rule_by_hand():
+    from kdlens.distill.cache import cache_size_bytes, fits_in_memory
+
+    # 60,000 images × (10 logits + 2 tapped maps of 16×8×8 = 1,024 floats each) × 4 B × 2 (flips)
+    assert cache_size_bytes(60_000, 10 + 2 * 1024, True) == 60_000 * 2058 * 8
+    assert cache_size_bytes(100, 10, False) == 4_000
+    # building peaks at 3 × the size, allowed up to half the free memory: 3 × 4,000 ≤ 0.5 × 24,000
+    assert fits_in_memory(4_000, 24_000) and not fits_in_memory(4_000, 23_999)
+    assert fits_in_memory(10**15, None)  # unknown free memory: no refusal
+
+
+def test_auto_cache_uses_the_live_teacher_when_the_cache_would_not_fit(teacher_run, tmp_path, monkeypatch):
+    import kdlens.train.distill_run as distill_run
+    from kdlens.errors import KdlensError
+
+    monkeypatch.setattr(distill_run, "available_memory_bytes", lambda: 64 * 1024)  # 64 KiB free
+    out = run_distillation(_dcfg(teacher_run, tmp_path, epochs=1), progress=False)
+    assert out.metrics["teacher_cache"] == "off" and out.metrics["final_acc"] > 20
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    with pytest.raises(KdlensError, match=r"cache=on: .* GiB .* use cache=auto or cache=off"):
+        run_distillation(_dcfg(teacher_run, tmp_path, epochs=1, cache="on", name="on"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before  # refused before any run directory

@@ -35,6 +35,37 @@ from torch import nn
 from kdlens.store import atomic_write_bytes, atomic_write_text
 
 
+#: building holds every output about three times at its peak (the batches, their concatenation
+#: and the serialised buffer); ``cache=auto`` builds only when that fits in half the free memory
+BUILD_COPIES = 3
+
+
+def cache_size_bytes(n_images: int, floats_per_image: int, flips: bool) -> int:
+    """Bytes of the cache's arrays: images × (logits + tapped features) × 4 (float32), × 2 with
+    flipped copies."""
+    return int(n_images) * int(floats_per_image) * 4 * (2 if flips else 1)
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (Linux), else free physical pages; None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fits_in_memory(size_bytes: int, available: int | None, share: float = 0.5) -> bool:
+    """Whether building a cache of ``size_bytes`` (peak ``BUILD_COPIES`` × that) stays within
+    ``share`` of ``available`` memory; unknown memory counts as fitting."""
+    return available is None or BUILD_COPIES * size_bytes <= share * available
+
+
 def weights_hash(model: nn.Module) -> str:
     """SHA-256 over a module's state (names, shapes, dtypes and raw bytes)."""
     digest = hashlib.sha256()

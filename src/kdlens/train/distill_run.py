@@ -11,7 +11,7 @@ from torch import nn
 
 from kdlens.config import DistillConfig, OptimConfig
 from kdlens.distill import build_objective, create_loss
-from kdlens.distill.cache import TeacherOutputCache, weights_hash
+from kdlens.distill.cache import BUILD_COPIES, TeacherOutputCache, available_memory_bytes, cache_size_bytes, fits_in_memory, weights_hash
 from kdlens.errors import KdlensError
 from kdlens.models import extract_features
 from kdlens.store import RunDir
@@ -34,11 +34,27 @@ from kdlens.train.progress import TrainingProgress
 from kdlens.train.trainer import Trainer, resolve_device
 
 
-def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, features: list[str]):
+def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, features: list[str],
+               floats_per_image: int = 0, available: int | None = -1):
+    """The teacher-output cache for this run, or None (live teacher). ``cache=auto`` also falls
+    back to the live teacher when the cache would not fit in memory while it is built (e.g. AFD
+    over all 27 blocks of a resnet56 on 60,000 images: ~47 GB); ``cache=on`` then stops with
+    the size. ``available``: free memory in bytes (-1: read it; None: unknown)."""
     crop = data.augment.padding > 0
     user_transforms = data.streamed and not data.train.raw  # may be random: outputs not fixed
     if cfg.cache == "off" or (cfg.cache == "auto" and (crop or user_transforms)):
         return None
+    size = cache_size_bytes(len(data.train), floats_per_image, data.augment.hflip)
+    free = available_memory_bytes() if available == -1 else available
+    if not fits_in_memory(size, free):
+        if cfg.cache == "auto":
+            return None
+        raise KdlensError(
+            f"cache=on: the teacher-output cache would hold {size / 2**30:.1f} GiB ({len(features)} tapped "
+            f"layers + logits for {len(data.train)} images{', and their mirror images' if data.augment.hflip else ''}) "
+            f"and needs about {BUILD_COPIES}× that while it is built, more than half of the "
+            f"{free / 2**30:.1f} GiB of free memory; use cache=auto or cache=off (a live teacher)"
+        )
     if crop:
         raise KdlensError(
             "cache=on needs a transfer set without random crops (teacher outputs would change "
@@ -118,6 +134,9 @@ def run_distillation(
         objective = build_objective(method, weights=weights, **overrides)
     if objective.hint_names != [spec.loss for spec in hint_specs]:  # the order the layers were concatenated in
         raise RuntimeError(f"hint terms {objective.hint_names} out of the layers' order {[s.loss for s in hint_specs]}")
+    # the cache's floats per image: the logits and every tapped teacher layer once
+    floats_per_image = data.train.num_classes + (
+        sum(int(np.prod(t_feats[n].shape[1:])) for n in dict.fromkeys(t_layers)) if hint_specs else 0)
     teacher_hash = weights_hash(teacher.model)
     teacher_id = {"weights_sha256": teacher_hash, "model": teacher.name,
                   "architecture": architecture_fingerprint(teacher.model)}
@@ -125,11 +144,12 @@ def run_distillation(
     if cfg.loop == "limited_label" and cfg.data.budget is None:
         raise KdlensError("loop=limited_label needs data.budget (the number of labeled examples)")
 
+    cache = _cache_for(cfg, data, teacher_hash, t_layers, floats_per_image)  # refuses before any run directory
+
     def body(run_dir: RunDir) -> dict[str, Any]:
         for split_name, idx in data.splits.items():
             run_dir.save_split(split_name, idx)
         save_model_card(run_dir, cfg, student, data)
-        cache = _cache_for(cfg, data, teacher_hash, t_layers)
         teacher.model.to(device)
         prepare = data.eval_set(device).prepare
         teacher_outputs: Any = LiveTeacher(teacher.model, t_layers)
