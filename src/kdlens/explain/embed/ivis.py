@@ -182,12 +182,16 @@ class IvisAlphaDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        bits = self.rng.integers(0, 65536, x.numel(), dtype=np.uint16)
-        keep = torch.from_numpy(bits < self.threshold).view(x.shape).to(x.device)
-        scale = keep.to(x.dtype) * self.a  # a·m
+        keep = self.keep_mask(x)
+        scale = keep * self.a  # a·m
         kept_shift, dropped_shift = x.new_tensor(self.b), x.new_tensor(self.a * _SELU_ALPHA_PRIME + self.b)
-        shift = torch.where(keep, kept_shift, dropped_shift)  # a·α'·(1 − m) + b
+        shift = torch.where(keep.bool(), kept_shift, dropped_shift)  # a·α'·(1 − m) + b
         return torch.addcmul(shift, x, scale)
+
+    def keep_mask(self, like: Tensor) -> Tensor:
+        """A fresh keep mask m (1 = kept) of ``like``'s shape, dtype and device."""
+        bits = self.rng.integers(0, 65536, like.numel(), dtype=np.uint16)
+        return torch.from_numpy(bits < self.threshold).view(like.shape).to(device=like.device, dtype=like.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -56,11 +55,6 @@ def hidden_layers(net: IvisNetwork) -> list[Layer]:
     return layers
 
 
-def _keep_mask(drop: IvisAlphaDropout, shape: torch.Size, like: Tensor) -> Tensor:
-    bits = drop.rng.integers(0, 65536, int(np.prod(shape)), dtype=np.uint16)
-    return torch.from_numpy(bits < drop.threshold).view(shape).to(device=like.device, dtype=like.dtype)
-
-
 def manual_step(net: IvisNetwork, layers: list[Layer], x: Tensor,
                 loss_of_embedding: Callable[[Tensor], Tensor]) -> Tensor:
     """Forward ``x`` through ``net`` (training mode, dropout on), evaluate
@@ -74,7 +68,7 @@ def manual_step(net: IvisNetwork, layers: list[Layer], x: Tensor,
             z = torch.addmm(linear.bias, h, linear.weight.t())
             s = torch.selu(z)
             if drop is not None and drop.p > 0:
-                m = _keep_mask(drop, z.shape, z)
+                m = drop.keep_mask(z)
                 c0 = drop.a * (-SELU_SCALE * SELU_ALPHA) + drop.b  # a dropped unit's value
                 h_next = torch.addcmul(z.new_tensor(c0), m, torch.add(z.new_tensor(drop.b - c0), s, alpha=drop.a))
                 saved.append((h, z, m, drop.a))
