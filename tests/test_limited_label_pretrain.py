@@ -1,6 +1,7 @@
 """A teacher with outside knowledge, offline (issue 17): pre-training on a reserve of the
 training split that no fold's labeled set and no unlabeled pool contains."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,38 @@ def test_a_budget_too_large_for_the_pool_fails_before_pretraining(tmp_path):
                                 student="baseline_student", teacher_pretrain="disjoint", pretrain_fraction=0.9,
                                 out=str(tmp_path / "ll"))
     assert not (tmp_path / "ll").exists()
+
+
+def test_compare_scratch_adds_a_scratch_teacher_and_its_student_on_the_same_folds(tmp_path):
+    out = tmp_path / "ll"
+    res = CliRunner().invoke(app, [
+        "study", "limited-label", "--dataset", "digits", "--budgets", "20", "--folds", "2",
+        "--teacher-model", "baseline_student", "--student", "baseline_student", "--student-epochs", "1",
+        "--labeled-epochs", "1", "--unlabeled-limit", "100", "--teacher-pretrain", "disjoint",
+        "--pretrain-fraction", "0.25", "--pretrain-epochs", "1", "--compare-scratch", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "budget 20, fold 1 (2/2): teacher, UD, D, scratch teacher, D (scratch) (5 runs)" in res.output
+    header = next(line for line in res.output.splitlines() if line.startswith("| labels"))
+    assert "| D (scratch teacher) | scratch teacher | D(scratch) − UD |" in header
+    pre = _run_dir(out, "teacher-pretrain-disjoint")
+    for fold in (0, 1):
+        scratch = _run_dir(out, f"teacher-scratch-b20-f{fold}")
+        assert _config(scratch)["model"].get("init") is None  # from scratch
+        assert Path(_config(_run_dir(out, f"teacher-b20-f{fold}"))["model"]["init"]) == pre
+        d0 = _run_dir(out, f"d-scratch-b20-f{fold}")
+        assert Path(_config(d0)["teacher"]["run"]) == scratch
+        for run in (scratch, d0):  # the same labeled fold and unlabeled pool as the pre-trained teacher's student
+            for split in ("train", "unlabeled"):
+                same = _run_dir(out, f"d-b20-f{fold}") / "splits" / f"{split}.npy"
+                assert np.array_equal(np.load(run / "splits" / f"{split}.npy"), np.load(same))
+    rows = json.loads((out / "limited_label.json").read_text())
+    assert all({"teacher_scratch", "distilled_scratch"} <= set(r) for r in rows)
+
+
+def test_compare_scratch_needs_an_outside_teacher(tmp_path):
+    out = tmp_path / "ll"
+    res = CliRunner().invoke(app, ["study", "limited-label", "--dataset", "digits", "--budgets", "20",
+                                   "--compare-scratch", "--out", str(out)])
+    assert res.exit_code == 2
+    assert "--teacher-pretrain disjoint or --teacher-init" in res.output
+    assert not out.exists()

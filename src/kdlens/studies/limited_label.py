@@ -20,7 +20,10 @@ Wallraven ran themselves, is ``semi=("fixmatch",)`` with ``student="wrn_28_1"``.
 
 A teacher with outside knowledge: ``teacher_init`` (weights from elsewhere, e.g. ImageNet),
 or ``teacher_pretrain="disjoint"`` (pre-trained here on a reserve no fold sees:
-:mod:`kdlens.studies.teacher_pretrain`).  The paper's own protocol is the ``paper`` scale
+:mod:`kdlens.studies.teacher_pretrain`).  ``compare_scratch=True`` also trains, per cell, a
+teacher from scratch on the same labels and distils a second student from it, so Table 1's
+"D from a teacher with outside knowledge" and "D from a scratch teacher" share folds, unlabeled
+pool, UD and baselines (rows ``teacher_scratch`` and ``distilled_scratch``).  The paper's own protocol is the ``paper`` scale
 of :mod:`kdlens.studies.limited_label_paper`.
 """
 
@@ -126,6 +129,7 @@ def run_limited_label_study(
     log: Callable[[str], None] | None = None,
     pretrain_fraction: float = DEFAULT_FRACTION,
     pretrain_epochs: int | None = None,
+    compare_scratch: bool = False,
 ) -> list[dict[str, Any]]:
     """``semi``: semi-supervised baselines run beside UD and D (``semi_options``: method →
     its hyper-parameters, e.g. ``{"fixmatch": {"threshold": 0.9}}``).
@@ -136,8 +140,12 @@ def run_limited_label_study(
     folds or ``resample`` (independent draws, split seed = fold).  ``teacher_pretrain="disjoint"``
     pre-trains the teacher on a ``pretrain_fraction`` reserve outside every fold's labels and
     unlabeled pool (:mod:`kdlens.studies.teacher_pretrain`) for ``pretrain_epochs`` (default:
-    the epoch rule at the reserve's size), then fine-tunes it on each budget."""
+    the epoch rule at the reserve's size), then fine-tunes it on each budget.  ``compare_scratch``:
+    also a scratch teacher and its distilled student per cell (needs one of the two initialisations)."""
     source = _check_arguments(teacher, student, fold_mode, teacher_init, teacher_pretrain)
+    if compare_scratch and source is None and teacher_init is None:
+        raise KdlensError("compare_scratch compares a teacher with outside knowledge against a scratch teacher: "
+                          "give --teacher-pretrain disjoint or --teacher-init as well")
     semi = semi_methods(semi)
     semi_options = semi_options or {}
     for method in semi_options:
@@ -161,26 +169,37 @@ def run_limited_label_study(
             "eval_every": max(1, epochs // 10), "name": f"teacher-pretrain-{source}"}, progress)
     rows = []
     say = log or (lambda _message: None)
-    runs_per_cell = 3 + len(semi)
+    runs_per_cell = 3 + 2 * compare_scratch + len(semi)
     for cell, (budget, fold, data) in enumerate(grid):
         labeled_data = {**data, **(augmentation or {})}
-        say(f"budget {budget}, fold {fold} ({cell + 1}/{len(grid)}): teacher, UD, D"
+        scratch = ", scratch teacher, D (scratch)" if compare_scratch else ""
+        say(f"budget {budget}, fold {fold} ({cell + 1}/{len(grid)}): teacher, UD, D{scratch}"
             f"{''.join(', ' + m for m in semi)} ({runs_per_cell} runs)")
         epochs = labeled_epochs_override or labeled_epochs(budget)
         every = max(1, epochs // 10)  # ~10 test evaluations per labeled-set run
-        t = run_training(validate(TrainConfig, {
-            **common, "model": {"name": teacher, "init": teacher_init, "kwargs": teacher_kwargs or {}},
-            "data": labeled_data, "epochs": epochs, "eval_every": every, "name": f"teacher-b{budget}-f{fold}"}),
-            progress=progress)
+
+        def train_teacher(init: str | None, name: str):
+            return run_training(validate(TrainConfig, {
+                **common, "model": {"name": teacher, "init": init, "kwargs": teacher_kwargs or {}},
+                "data": labeled_data, "epochs": epochs, "eval_every": every, "name": name}), progress=progress)
+
+        def distil_from(teacher_run, name: str):
+            return run_distillation(validate(DistillConfig, {
+                **common, "teacher": {"run": str(teacher_run.path)}, "model": {"name": student}, "data": labeled_data,
+                "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
+                "cache": teacher_cache, "name": name}), progress=progress)
+
+        t = train_teacher(teacher_init, f"teacher-b{budget}-f{fold}")
         ud = run_training(validate(TrainConfig, {
             **common, "model": {"name": student}, "data": labeled_data, "epochs": epochs, "eval_every": every,
             "name": f"ud-b{budget}-f{fold}"}), progress=progress)
-        d = run_distillation(validate(DistillConfig, {
-            **common, "teacher": {"run": str(t.path)}, "model": {"name": student}, "data": labeled_data,
-            "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
-            "cache": teacher_cache, "name": f"d-b{budget}-f{fold}"}), progress=progress)
+        d = distil_from(t, f"d-b{budget}-f{fold}")
         row = {"budget": budget, "fold": fold, "teacher": t.metrics["final_acc"],
                "undistilled": ud.metrics["final_acc"], "distilled": d.metrics["final_acc"]}
+        if compare_scratch:
+            t0 = train_teacher(None, f"teacher-scratch-b{budget}-f{fold}")
+            row["teacher_scratch"] = t0.metrics["final_acc"]
+            row["distilled_scratch"] = distil_from(t0, f"d-scratch-b{budget}-f{fold}").metrics["final_acc"]
         for method in semi:
             cfg = validate(TrainConfig, {
                 **common, "model": {"name": student}, "data": data, "epochs": student_epochs,
@@ -210,13 +229,21 @@ def limited_label_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
         raise KdlensError(f"spread must be std or range, got {spread!r}")
     fmt = fmt_mean_std if spread == "std" else fmt_mean_range
     methods = [m for m in SEMI_TITLES if any(m in r for r in rows)]
-    head = ["labels", "undistilled (UD)", "distilled (D)", "teacher", "D − UD"] + [SEMI_TITLES[m] for m in methods]
+    scratch = any("distilled_scratch" in r for r in rows)
+    head = ["labels", "undistilled (UD)", "distilled (D)", "teacher", "D − UD"]
+    if scratch:
+        head += ["D (scratch teacher)", "scratch teacher", "D(scratch) − UD"]
+    head += [SEMI_TITLES[m] for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for budget in sorted({r["budget"] for r in rows}):
         sel = [r for r in rows if r["budget"] == budget]
         gain = mean_std([r["distilled"] - r["undistilled"] for r in sel])[0]
         cells = [str(budget), fmt([r["undistilled"] for r in sel]), fmt([r["distilled"] for r in sel]),
                  fmt([r["teacher"] for r in sel]), f"{gain:+.2f}"]
+        if scratch:
+            gain0 = mean_std([r["distilled_scratch"] - r["undistilled"] for r in sel])[0]
+            cells += [fmt([r["distilled_scratch"] for r in sel]), fmt([r["teacher_scratch"] for r in sel]),
+                      f"{gain0:+.2f}"]
         cells += [fmt([r[m] for r in sel if m in r]) for m in methods]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
