@@ -123,9 +123,10 @@ def test_compare_scratch_adds_a_scratch_teacher_and_its_student_on_the_same_fold
     out = tmp_path / "ll"
     res = CliRunner().invoke(app, [
         "study", "limited-label", "--dataset", "digits", "--budgets", "20", "--folds", "2",
-        "--teacher-model", "baseline_student", "--student", "baseline_student", "--student-epochs", "1",
-        "--labeled-epochs", "1", "--unlabeled-limit", "100", "--teacher-pretrain", "disjoint",
-        "--pretrain-fraction", "0.25", "--pretrain-epochs", "1", "--compare-scratch", "--out", str(out)])
+        "--teacher-model", "baseline_student", "--student", "baseline_student", "--student-epochs", "2",
+        "--labeled-epochs", "2", "--unlabeled-limit", "100", "--teacher-pretrain", "disjoint",
+        "--pretrain-fraction", "0.25", "--pretrain-epochs", "1", "--compare-scratch", "--evaluations", "1",
+        "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "budget 20, fold 1 (2/2): teacher, UD, D, scratch teacher, D (scratch) (5 runs)" in res.output
     header = next(line for line in res.output.splitlines() if line.startswith("| labels"))
@@ -136,6 +137,8 @@ def test_compare_scratch_adds_a_scratch_teacher_and_its_student_on_the_same_fold
         assert _config(scratch)["model"].get("init") is None  # from scratch
         assert Path(_config(_run_dir(out, f"teacher-b20-f{fold}"))["model"]["init"]) == pre
         d0 = _run_dir(out, f"d-scratch-b20-f{fold}")
+        for prefix in (f"teacher-scratch-b20-f{fold}", f"ud-b20-f{fold}", f"d-b20-f{fold}", f"d-scratch-b20-f{fold}"):
+            assert _config(_run_dir(out, prefix))["eval_every"] == 2  # --evaluations 1: the last of 2 epochs only
         assert Path(_config(d0)["teacher"]["run"]) == scratch
         for run in (scratch, d0):  # the same labeled fold and unlabeled pool as the pre-trained teacher's student
             for split in ("train", "unlabeled"):

@@ -130,6 +130,7 @@ def run_limited_label_study(
     pretrain_fraction: float = DEFAULT_FRACTION,
     pretrain_epochs: int | None = None,
     compare_scratch: bool = False,
+    evaluations: int = 10,
 ) -> list[dict[str, Any]]:
     """``semi``: semi-supervised baselines run beside UD and D (``semi_options``: method →
     its hyper-parameters, e.g. ``{"fixmatch": {"threshold": 0.9}}``).
@@ -141,7 +142,12 @@ def run_limited_label_study(
     pre-trains the teacher on a ``pretrain_fraction`` reserve outside every fold's labels and
     unlabeled pool (:mod:`kdlens.studies.teacher_pretrain`) for ``pretrain_epochs`` (default:
     the epoch rule at the reserve's size), then fine-tunes it on each budget.  ``compare_scratch``:
-    also a scratch teacher and its distilled student per cell (needs one of the two initialisations)."""
+    also a scratch teacher and its distilled student per cell (needs one of the two initialisations).
+    ``evaluations``: test-set evaluations per run, spread evenly, the last epoch always (1: only the
+    final accuracy the tables use; on small budgets the 10,000 test images otherwise cost more than
+    the training)."""
+    if evaluations < 1:
+        raise KdlensError(f"evaluations must be at least 1 (the final test accuracy), got {evaluations}")
     source = _check_arguments(teacher, student, fold_mode, teacher_init, teacher_pretrain)
     if compare_scratch and source is None and teacher_init is None:
         raise KdlensError("compare_scratch compares a teacher with outside knowledge against a scratch teacher: "
@@ -166,7 +172,7 @@ def run_limited_label_study(
             **common, "model": {"name": teacher, "kwargs": teacher_kwargs or {}},
             "data": {"name": dataset, **({"root": data_root} if data_root else {}), **(augmentation or {})},
             "epochs": epochs,
-            "eval_every": max(1, epochs // 10), "name": f"teacher-pretrain-{source}"}, progress)
+            "eval_every": max(1, epochs // evaluations), "name": f"teacher-pretrain-{source}"}, progress)
     rows = []
     say = log or (lambda _message: None)
     runs_per_cell = 3 + 2 * compare_scratch + len(semi)
@@ -176,7 +182,8 @@ def run_limited_label_study(
         say(f"budget {budget}, fold {fold} ({cell + 1}/{len(grid)}): teacher, UD, D{scratch}"
             f"{''.join(', ' + m for m in semi)} ({runs_per_cell} runs)")
         epochs = labeled_epochs_override or labeled_epochs(budget)
-        every = max(1, epochs // 10)  # ~10 test evaluations per labeled-set run
+        every = max(1, epochs // evaluations)  # test evaluations per labeled-set run
+        student_every = max(1, student_epochs // evaluations)
 
         def train_teacher(init: str | None, name: str):
             return run_training(validate(TrainConfig, {
@@ -187,7 +194,7 @@ def run_limited_label_study(
             return run_distillation(validate(DistillConfig, {
                 **common, "teacher": {"run": str(teacher_run.path)}, "model": {"name": student}, "data": labeled_data,
                 "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
-                "cache": teacher_cache, "name": name}), progress=progress)
+                "eval_every": student_every, "cache": teacher_cache, "name": name}), progress=progress)
 
         t = train_teacher(teacher_init, f"teacher-b{budget}-f{fold}")
         ud = run_training(validate(TrainConfig, {
@@ -203,7 +210,7 @@ def run_limited_label_study(
         for method in semi:
             cfg = validate(TrainConfig, {
                 **common, "model": {"name": student}, "data": data, "epochs": student_epochs,
-                "semi": method, "semi_options": semi_options.get(method, {}), "name": f"{method}-b{budget}-f{fold}"})
+                "eval_every": student_every, "semi": method, "semi_options": semi_options.get(method, {}), "name": f"{method}-b{budget}-f{fold}"})
             run = run_semi_supervised(cfg, resume=True, progress=progress)
             row[method] = run.metrics["final_acc"]
             if run.metrics.get("ema_final_acc") is not None:
