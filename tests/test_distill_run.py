@@ -210,3 +210,23 @@ def test_auto_cache_uses_the_live_teacher_when_the_cache_would_not_fit(teacher_r
     with pytest.raises(KdlensError, match=r"cache=on: .* GiB .* use cache=auto or cache=off"):
         run_distillation(_dcfg(teacher_run, tmp_path, epochs=1, cache="on", name="on"), progress=False)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before  # refused before any run directory
+
+
+def test_auto_cache_is_skipped_when_building_it_costs_more_than_a_live_teacher(teacher_run, tmp_path):
+    from kdlens.train.distill_run import teacher_forwards
+
+    # a limited-label fold: 20 labels, 100 unlabeled images, 1 epoch → 100 live teacher passes
+    # against 1,797 × 0.8 training images (×2 with mirror images) to build the cache
+    small = _dcfg(teacher_run, tmp_path, epochs=1, loop="limited_label",
+                  data={"name": "digits", "budget": 20, "unlabeled_limit": 100, "hflip": True})
+    data = prepare_data(small.data)
+    build, live = teacher_forwards(small, data)
+    assert (build, live) == (2 * len(data.train), 100)
+    out = run_distillation(small, progress=False)
+    assert out.metrics["teacher_cache"] == "off"
+    assert not (tmp_path / "runs" / "cache" / "teacher-outputs").exists()
+    # the ordinary loop over the whole transfer set for 2 epochs without flips: 2·N ≥ N, cached
+    whole = _dcfg(teacher_run, tmp_path, epochs=2, name="whole")
+    build, live = teacher_forwards(whole, prepare_data(whole.data))
+    assert live == 2 * build
+    assert run_distillation(whole, progress=False).metrics["teacher_cache"] == "built"

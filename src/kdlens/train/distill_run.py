@@ -39,7 +39,13 @@ def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, featur
     """The teacher-output cache for this run, or None (live teacher). ``cache=auto`` also falls
     back to the live teacher when the cache would not fit in memory while it is built (e.g. AFD
     over all 27 blocks of a resnet56 on 60,000 images: ~47 GB); ``cache=on`` then stops with
-    the size. ``available``: free memory in bytes (-1: read it; None: unknown)."""
+    the size. ``available``: free memory in bytes (-1: read it; None: unknown).
+
+    ``cache=auto`` also uses the live teacher when the cache does not exist yet and building it
+    takes more teacher forward passes than this run would make live
+    (:func:`teacher_forwards`): a cache covers the whole training split (and its mirror
+    images), so a run that sees a small part of it — 10,000 unlabeled images of a limited-label
+    fold — would pay 4× its own teacher cost to build it."""
     crop = data.augment.padding > 0
     user_transforms = data.streamed and not data.train.raw  # may be random: outputs not fixed
     if cfg.cache == "off" or (cfg.cache == "auto" and (crop or user_transforms)):
@@ -67,10 +73,25 @@ def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, featur
         )
     transform = f"normalize(mean={data.train.mean}, std={data.train.std})"
     dataset = cfg.data.name if data.fingerprint is None else f"{cfg.data.name}#{data.fingerprint}"
-    return TeacherOutputCache(
+    cache = TeacherOutputCache(
         f"{cfg.out}/cache/teacher-outputs", teacher_hash, dataset, "train", transform,
         flips=data.augment.hflip, feature_names=features,
     )
+    if cfg.cache == "auto" and not (cache.dir / "meta.json").exists():
+        build, live = teacher_forwards(cfg, data)
+        if live < build:
+            return None
+    return cache
+
+
+def teacher_forwards(cfg: DistillConfig, data: PreparedData) -> tuple[int, int]:
+    """(images the teacher sees to build the cache, images it sees live in this run): the whole
+    training split, twice with mirror images, vs ``epochs`` × the images of an epoch that need
+    the teacher (the unlabeled pool in ``loop=limited_label``, the transfer set otherwise)."""
+    build = len(data.train) * (2 if data.augment.hflip else 1)
+    per_epoch = data.unlabeled_indices if cfg.loop == "limited_label" and data.unlabeled_indices is not None \
+        else data.train_indices
+    return build, cfg.epochs * len(per_epoch)
 
 
 def run_distillation(
