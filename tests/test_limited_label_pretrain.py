@@ -155,3 +155,19 @@ def test_compare_scratch_needs_an_outside_teacher(tmp_path):
     assert res.exit_code == 2
     assert "--teacher-pretrain disjoint or --teacher-init" in res.output
     assert not out.exists()
+
+
+def test_table_1_figure_draws_every_column_through_the_fold_means():
+    from kdlens.studies.limited_label import limited_label_figure
+
+    rows = [{"budget": 100, "fold": f, "undistilled": 70.0 + f, "distilled": 80.0 + 2 * f, "teacher": 85.0,
+             "distilled_scratch": 71.0, "teacher_scratch": 72.0, "fixmatch": 60.0 + f} for f in range(3)]
+    rows += [{"budget": 1000, "fold": f, "undistilled": 82.0, "distilled": 84.0, "teacher": 88.0,
+              "distilled_scratch": 83.0, "teacher_scratch": 83.5, "fixmatch": 81.0 - f} for f in range(3)]
+    ax = limited_label_figure(rows).axes[0]
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar containers: label → data line
+    assert set(lines) >= {"UD", "D", "D (scratch teacher)", "teacher", "scratch teacher", "FixMatch"}
+    assert np.allclose(lines["UD"].get_ydata(), [71.0, 82.0])  # the mean of folds 70, 71, 72
+    assert np.allclose(lines["D"].get_ydata(), [82.0, 84.0])
+    assert np.allclose(lines["FixMatch"].get_ydata(), [61.0, 80.0])
+    assert ax.get_xscale() == "log"

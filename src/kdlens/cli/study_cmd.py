@@ -92,6 +92,8 @@ def limited_label(
                                    pretrain_fraction=pretrain_fraction, pretrain_epochs=pretrain_epochs,
                                    compare_scratch=compare_scratch, evaluations=evaluations, progress=not quiet, log=None if quiet else typer.echo)
     typer.echo(limited_label_table(rows, spread=spread))
+    if not quiet:
+        typer.echo(f"figure: {out}/limited_label.png · rows: {out}/limited_label.json")
 
 
 @study_app.command("kd-vs-alone")

@@ -218,7 +218,35 @@ def run_limited_label_study(
         rows.append(row)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "limited_label.json").write_text(json.dumps(rows, indent=1))
+    from kdlens.figures.style import paper_style, save_figure
+
+    with paper_style():
+        save_figure(limited_label_figure(rows), Path(out) / "limited_label")
     return rows
+
+
+#: the table's columns as figure series: row key → legend name (semi-supervised ones appended)
+FIGURE_SERIES = {"undistilled": "UD", "distilled": "D", "distilled_scratch": "D (scratch teacher)",
+                 "teacher": "teacher", "teacher_scratch": "scratch teacher"}
+
+
+def limited_label_figure(rows: list[dict[str, Any]]):
+    """Table 1 as a figure (``limited_label.png`` beside ``limited_label.json``): test accuracy
+    against the label budget (log x), one line per column of :func:`limited_label_table` through
+    the fold means, ± std bars and each fold as an open circle."""
+    from kdlens.figures.summary import plot_mean_curves
+
+    budgets = sorted({r["budget"] for r in rows})
+    names = {**FIGURE_SERIES, **SEMI_TITLES}
+    series = {label: [[r[key] for r in rows if r["budget"] == b and key in r] for b in budgets]
+              for key, label in names.items() if any(key in r for r in rows)}
+    styles = {"teacher": {"color": "0.15", "marker": "s", "ls": "--"},
+              "scratch teacher": {"color": "0.6", "marker": "s", "ls": ":"}}
+    semi_colors = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")  # never a teacher's grey
+    styles.update({SEMI_TITLES[m]: {"ls": "-.", "ms": 3, "color": c} for m, c in zip(SEMI_TITLES, semi_colors, strict=True)})
+    return plot_mean_curves([float(b) for b in budgets], series, xlabel="labeled examples",
+                            ylabel="test accuracy (%)", logx=True, styles=styles,
+                            title="Limited labels + unlabeled data (Lee & Wallraven Table 1 shape)")
 
 
 def fmt_mean_range(values: Sequence[float]) -> str:
