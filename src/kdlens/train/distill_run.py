@@ -45,7 +45,7 @@ def _cache_for(cfg: DistillConfig, data: PreparedData, teacher_hash: str, featur
     takes more teacher forward passes than this run would make live
     (:func:`teacher_forwards`): a cache covers the whole training split (and its mirror
     images), so a run that sees a small part of it — 10,000 unlabeled images of a limited-label
-    fold — would pay 4× its own teacher cost to build it."""
+    fold — would pay 2× its own teacher cost to build it (4× with mirror images)."""
     crop = data.augment.padding > 0
     user_transforms = data.streamed and not data.train.raw  # may be random: outputs not fixed
     if cfg.cache == "off" or (cfg.cache == "auto" and (crop or user_transforms)):
