@@ -69,13 +69,18 @@ def _run_dir(out: Path, prefix: str) -> Path:
     return found
 
 
+def _pretrained_study(out: Path, epochs: int, unlabeled: int, pretrain_epochs: int, extra: list[str] = ()):
+    """``study limited-label`` on digits (budget 20 × 2 folds) with a teacher pre-trained on a 25 % reserve."""
+    return CliRunner().invoke(app, [
+        "study", "limited-label", "--dataset", "digits", "--budgets", "20", "--folds", "2",
+        "--teacher-model", "baseline_student", "--student", "baseline_student", "--student-epochs", str(epochs),
+        "--labeled-epochs", str(epochs), "--unlabeled-limit", str(unlabeled), "--teacher-pretrain", "disjoint",
+        "--pretrain-fraction", "0.25", "--pretrain-epochs", str(pretrain_epochs), *extra, "--out", str(out)])
+
+
 def test_study_pretrains_the_teacher_on_the_reserve_then_fine_tunes(tmp_path):
     out = tmp_path / "ll"
-    res = CliRunner().invoke(app, [
-        "study", "limited-label", "--dataset", "digits", "--budgets", "20", "--folds", "2",
-        "--teacher-model", "baseline_student", "--student", "baseline_student", "--student-epochs", "1",
-        "--labeled-epochs", "1", "--unlabeled-limit", "200", "--teacher-pretrain", "disjoint",
-        "--pretrain-fraction", "0.25", "--pretrain-epochs", "2", "--out", str(out)])
+    res = _pretrained_study(out, epochs=1, unlabeled=200, pretrain_epochs=2)
     assert res.exit_code == 0, res.output
     assert "| 20 |" in res.output
     lines = res.output.splitlines()  # progress while it works (issue 14), not only the table at the end
@@ -121,12 +126,8 @@ def test_a_budget_too_large_for_the_pool_fails_before_pretraining(tmp_path):
 
 def test_compare_scratch_adds_a_scratch_teacher_and_its_student_on_the_same_folds(tmp_path):
     out = tmp_path / "ll"
-    res = CliRunner().invoke(app, [
-        "study", "limited-label", "--dataset", "digits", "--budgets", "20", "--folds", "2",
-        "--teacher-model", "baseline_student", "--student", "baseline_student", "--student-epochs", "2",
-        "--labeled-epochs", "2", "--unlabeled-limit", "100", "--teacher-pretrain", "disjoint",
-        "--pretrain-fraction", "0.25", "--pretrain-epochs", "1", "--compare-scratch", "--evaluations", "1",
-        "--out", str(out)])
+    res = _pretrained_study(out, epochs=2, unlabeled=100, pretrain_epochs=1,
+                            extra=["--compare-scratch", "--evaluations", "1"])
     assert res.exit_code == 0, res.output
     assert "budget 20, fold 1 (2/2): teacher, UD, D, scratch teacher, D (scratch) (5 runs)" in res.output
     header = next(line for line in res.output.splitlines() if line.startswith("| labels"))
