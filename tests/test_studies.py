@@ -33,6 +33,74 @@ def test_limited_label_study_is_resumable(tmp_path):
     assert table.count("\n") == 2 and "| 20 |" in table
 
 
+def _stop_run_after(monkeypatch, prefix: str, epoch: int):
+    """Ctrl-C (KeyboardInterrupt) right after the checkpoint of ``epoch`` of the run named ``prefix-…``;
+    returns a function that undoes it."""
+    from kdlens.train.trainer import Trainer
+
+    save = Trainer._save
+
+    def save_then_stop(self, done, is_best):
+        save(self, done, is_best)
+        if done == epoch and self.run_dir.path.name.startswith(prefix + "-"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", save_then_stop)
+    return lambda: monkeypatch.setattr(Trainer, "_save", save)
+
+
+def _record_trained_epochs(monkeypatch) -> list[tuple[str, int]]:
+    """(run name prefix, 1-based epoch) of every epoch trained from now on."""
+    from kdlens.train.trainer import Trainer
+
+    trained: list[tuple[str, int]] = []
+    train_epoch = Trainer._train_epoch
+
+    def recording(self, epoch, bar):
+        trained.append((self.run_dir.path.name.split("-")[0], epoch + 1))  # 0-based in the loop
+        return train_epoch(self, epoch, bar)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", recording)
+    return trained
+
+
+def test_limited_label_study_resumes_a_run_interrupted_mid_way(tmp_path, monkeypatch):
+    """Ctrl-C during the undistilled student's run: the same study again continues that run from
+    its checkpoint (and keeps the finished teacher) instead of refusing it."""
+    kw = dict(dataset="digits", budgets=[20], folds=1, teacher="baseline_student", student="baseline_student",
+              student_epochs=1, unlabeled_limit=300, labeled_epochs_override=3, out=str(tmp_path))
+    undo = _stop_run_after(monkeypatch, "ud", 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_limited_label_study(**kw)
+    undo()
+    index = RunIndex(tmp_path)
+    [teacher_before] = index.list("done")
+    assert teacher_before.id.startswith("teacher-")
+    trained = _record_trained_epochs(monkeypatch)
+    [row] = run_limited_label_study(**kw)
+    assert 0 <= row["undistilled"] <= 100
+    assert [e for name, e in trained if name == "ud"] == [3]  # epochs 1-2 kept, only 3 trained
+    assert not [e for name, e in trained if name == "teacher"]  # the finished teacher is not trained again
+    runs = {r.id.split("-")[0]: r for r in index.list()}
+    assert sorted(runs) == ["d", "teacher", "ud"] and all(r.status == "done" for r in runs.values())
+    assert runs["teacher"].id == teacher_before.id
+
+
+def test_kd_vs_alone_resumes_a_run_interrupted_mid_way(tmp_path, monkeypatch):
+    teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
+                                                  "epochs": 1, "out": str(tmp_path), "name": "t"}), progress=False)
+    kw = dict(teacher_run=str(teacher.path), dataset="digits", student="baseline_student", seeds=[0], epochs=2,
+              out=str(tmp_path / "s"))
+    undo = _stop_run_after(monkeypatch, "alone", 1)
+    with pytest.raises(KeyboardInterrupt):
+        run_kd_vs_alone(**kw)
+    undo()
+    trained = _record_trained_epochs(monkeypatch)
+    [row] = run_kd_vs_alone(**kw)
+    assert trained == [("alone", 2)]  # the distilled run was done; alone continues from its epoch 1
+    assert 0 <= row["alone_final"] <= 100
+
+
 def test_kd_vs_alone(tmp_path):
     teacher = run_training(validate(TrainConfig, {"model": {"name": "baseline_student"}, "data": {"name": "digits"},
                                                   "epochs": 2, "out": str(tmp_path), "name": "t"}), progress=False)

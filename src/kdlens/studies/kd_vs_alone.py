@@ -44,10 +44,10 @@ def run_kd_vs_alone(
         done = 2 * len(rows)
         if log is not None:
             log(f"run {done + 1}/{2 * len(pairs)}: seed {seed}, {student} distilled ({method})")
-        kd = run_distillation(kd_cfg, progress=progress)
+        kd = run_distillation(kd_cfg, resume=True, progress=progress)  # a study resumes whatever exists
         if log is not None:
             log(f"run {done + 2}/{2 * len(pairs)}: seed {seed}, {student} alone")
-        alone = run_training(alone_cfg, progress=progress)
+        alone = run_training(alone_cfg, resume=True, progress=progress)
         rows.append({"seed": seed, "alone_final": alone.metrics["final_acc"], "alone_best": alone.metrics["best_acc"],
                      "kd_final": kd.metrics["final_acc"], "kd_best": kd.metrics["best_acc"],
                      "alone_final5": alone.metrics.get("final_acc5"), "kd_final5": kd.metrics.get("final_acc5")})

@@ -188,18 +188,18 @@ def run_limited_label_study(
         def train_teacher(init: str | None, name: str):
             return run_training(validate(TrainConfig, {
                 **common, "model": {"name": teacher, "init": init, "kwargs": teacher_kwargs or {}},
-                "data": labeled_data, "epochs": epochs, "eval_every": every, "name": name}), progress=progress)
+                "data": labeled_data, "epochs": epochs, "eval_every": every, "name": name}), resume=True, progress=progress)
 
         def distil_from(teacher_run, name: str):
             return run_distillation(validate(DistillConfig, {
                 **common, "teacher": {"run": str(teacher_run.path)}, "model": {"name": student}, "data": labeled_data,
                 "loop": "limited_label", "loss": {"T": temperature}, "epochs": student_epochs,
-                "eval_every": student_every, "cache": teacher_cache, "name": name}), progress=progress)
+                "eval_every": student_every, "cache": teacher_cache, "name": name}), resume=True, progress=progress)
 
         t = train_teacher(teacher_init, f"teacher-b{budget}-f{fold}")
         ud = run_training(validate(TrainConfig, {
             **common, "model": {"name": student}, "data": labeled_data, "epochs": epochs, "eval_every": every,
-            "name": f"ud-b{budget}-f{fold}"}), progress=progress)
+            "name": f"ud-b{budget}-f{fold}"}), resume=True, progress=progress)
         d = distil_from(t, f"d-b{budget}-f{fold}")
         row = {"budget": budget, "fold": fold, "teacher": t.metrics["final_acc"],
                "undistilled": ud.metrics["final_acc"], "distilled": d.metrics["final_acc"]}

@@ -126,8 +126,8 @@ def _runner(cfg: TuneConfig):
     if cfg.base.kind == "train":
         from kdlens.train.run import run_training
 
-        return lambda c, progress: run_training(c, progress=progress)
+        return lambda c, progress: run_training(c, resume=True, progress=progress)  # an interrupted trial continues
     from kdlens.explain.hint_search import auto_hint_layers
     from kdlens.train.distill_run import run_distillation
 
-    return lambda c, progress: run_distillation(c, progress=progress, hint_search=auto_hint_layers)
+    return lambda c, progress: run_distillation(c, resume=True, progress=progress, hint_search=auto_hint_layers)
