@@ -1,10 +1,15 @@
-"""Benchmark: one Ivis training step, four ways, interleaved in one process (one thread).
+"""Benchmark: one Ivis training step, six ways, interleaved in one process (one thread).
 
 * ``session-5``: the step as kdlens had it before session 6 — ``nn.AlphaDropout`` (torch
   Bernoulli draws), the plain (for-each) Adam, autograd through the whole network;
-* ``autograd``: today's dropout (:class:`~kdlens.explain.embed.ivis.IvisAlphaDropout`, numpy
-  16-bit draws) and fused Adam, autograd through the network;
-* ``by hand``: today's step, :func:`kdlens.explain.embed.ivis_step.manual_step`;
+* ``autograd``: numpy-drawn dropout (:class:`~kdlens.explain.embed.ivis.IvisAlphaDropout`) and
+  fused ``torch.optim.Adam``, autograd through the network;
+* ``session-6 by hand``: session 6's hand-written backward (SELU' recomputed from ``z``, new
+  gradient tensors) with fused ``torch.optim.Adam``;
+* ``by hand + torch Adam``: today's :func:`~kdlens.explain.embed.ivis_step.manual_step` (SELU'
+  from its output, a·m folded into the mask) with fused ``torch.optim.Adam``;
+* ``today``: ``manual_step`` with :class:`~kdlens.explain.embed.flat_adam.FlatAdam`, as
+  :class:`~kdlens.explain.embed.ivis.Ivis` trains;
 * ``matmuls only``: the step's matrix products alone (4 forward, 4 weight-gradient and 3
   input-gradient products), the floor no implementation of this network goes below.
 
@@ -25,8 +30,9 @@ import time
 import torch
 from torch import nn
 
+from kdlens.explain.embed.flat_adam import FlatAdam
 from kdlens.explain.embed.ivis import IvisNetwork, _adam, pn_triplet_loss
-from kdlens.explain.embed.ivis_step import hidden_layers, manual_step
+from kdlens.explain.embed.ivis_step import SELU_ALPHA, SELU_SCALE, hidden_layers, manual_step
 
 
 def session5_network(dim: int) -> IvisNetwork:
@@ -35,6 +41,38 @@ def session5_network(dim: int) -> IvisNetwork:
         if type(m).__name__ == "IvisAlphaDropout":
             net.body[i] = nn.AlphaDropout(0.1)
     return net
+
+
+def session6_step(net, layers, x, loss_of_embedding):
+    """Session 6's hand-written step, kept here as the baseline of this session's changes."""
+    saved = []
+    with torch.no_grad():
+        h = x
+        for linear, drop in layers:
+            z = torch.addmm(linear.bias, h, linear.weight.t())
+            s = torch.selu(z)
+            m = drop.keep_mask(z)
+            c0 = drop.a * (-SELU_SCALE * SELU_ALPHA) + drop.b
+            h_next = torch.addcmul(z.new_tensor(c0), m, torch.add(z.new_tensor(drop.b - c0), s, alpha=drop.a))
+            saved.append((h, z, m, drop.a))
+            h = h_next
+        e = torch.addmm(net.embedding.bias, h, net.embedding.weight.t())
+    e.requires_grad_(True)
+    loss = loss_of_embedding(e)
+    loss.backward()
+    with torch.no_grad():
+        g = e.grad
+        net.embedding.weight.grad = g.t() @ h
+        net.embedding.bias.grad = g.sum(0)
+        g = g @ net.embedding.weight
+        for i in range(len(layers) - 1, -1, -1):
+            h_in, z, m, a = saved[i]
+            gz = torch.ops.aten.elu_backward(g * m, SELU_ALPHA, SELU_SCALE * a, 1.0, False, z)
+            layers[i][0].weight.grad = gz.t() @ h_in
+            layers[i][0].bias.grad = gz.sum(0)
+            if i > 0:
+                g = gz @ layers[i][0].weight
+    return loss.detach()
 
 
 def main() -> None:
@@ -55,8 +93,10 @@ def main() -> None:
     old_opt = torch.optim.Adam(old.parameters(), lr=1e-3)
     auto = IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train()
     auto_opt = _adam(list(auto.parameters()), 1e-3)
-    hand = IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train()
-    hand_opt, layers = _adam(list(hand.parameters()), 1e-3), hidden_layers(hand)
+    nets = {name: IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train() for name in ("s6", "hand", "today")}
+    layers = {name: hidden_layers(net) for name, net in nets.items()}
+    opts = {"s6": _adam(list(nets["s6"].parameters()), 1e-3), "hand": _adam(list(nets["hand"].parameters()), 1e-3),
+            "today": FlatAdam(list(nets["today"].parameters()), 1e-3)}
     weights = [torch.randn(128, args.dim), torch.randn(128, 128), torch.randn(128, 128), torch.randn(2, 128)]
 
     def step_autograd(net: nn.Module, opt: torch.optim.Optimizer, rows: torch.Tensor) -> None:
@@ -65,9 +105,9 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    def step_hand(rows: torch.Tensor) -> None:
-        manual_step(hand, layers, x.index_select(0, rows), objective)
-        hand_opt.step()
+    def step_by_hand(name: str, step, rows: torch.Tensor) -> None:
+        step(nets[name], layers[name], x.index_select(0, rows), objective)
+        opts[name].step()
 
     def step_matmuls(rows: torch.Tensor) -> None:
         h, inputs = x.index_select(0, rows), []
@@ -83,7 +123,9 @@ def main() -> None:
     variants = {
         "session-5": lambda r: step_autograd(old, old_opt, r),
         "autograd": lambda r: step_autograd(auto, auto_opt, r),
-        "by hand": step_hand,
+        "session-6 by hand": lambda r: step_by_hand("s6", session6_step, r),
+        "by hand + torch Adam": lambda r: step_by_hand("hand", manual_step, r),
+        "today": lambda r: step_by_hand("today", manual_step, r),
         "matmuls only": step_matmuls,
     }
     gen = torch.Generator().manual_seed(1)
@@ -96,12 +138,13 @@ def main() -> None:
                 fn(rows)
             if rep:
                 times[name].append((time.perf_counter() - t) / args.steps * 1e3)
-    base = statistics.median(times["session-5"])
+    base, s6 = statistics.median(times["session-5"]), statistics.median(times["session-6 by hand"])
     print(f"Ivis step, 384 × {args.dim} rows, 1 thread, {args.reps} interleaved repetitions of {args.steps} steps, "
           f"load average {os.getloadavg()[0]:.1f}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"  {name:<13} {med:6.2f} ms/step [{min(ts):.2f}–{max(ts):.2f}]   session-5 / this = {base / med:.2f}×")
+        print(f"  {name:<21} {med:6.2f} ms/step [{min(ts):.2f}–{max(ts):.2f}]   session-5 / this = {base / med:.2f}×"
+              f"   session-6 / this = {s6 / med:.2f}×")
 
 
 if __name__ == "__main__":

@@ -230,8 +230,10 @@ def test_supervision_mean_labelled_or_over_the_batch_as_reference_ivis():
         Ivis(supervision_mean="all")._check_params()
 
 
-@pytest.mark.parametrize("dropout, with_head", [(0.1, False), (0.3, True), (0.0, False)])
-def test_hand_written_backward_matches_autograd_in_float64(dropout, with_head):
+@pytest.mark.parametrize("dropout, with_head, in_place",
+                         [(0.1, False, False), (0.3, True, False), (0.0, False, False), (0.3, True, True)])
+def test_hand_written_backward_matches_autograd_in_float64(dropout, with_head, in_place):
+    """``in_place``: the gradients are written into FlatAdam's buffer views, as Ivis trains."""
     import copy
 
     from kdlens.explain.embed.ivis_step import hidden_layers, manual_step
@@ -254,7 +256,16 @@ def test_hand_written_backward_matches_autograd_in_float64(dropout, with_head):
             return loss
         return f
 
+    if in_place:
+        from kdlens.explain.embed.flat_adam import FlatAdam
+
+        flat = FlatAdam(list(net.parameters()) + list(head.parameters()))
+        flat.grads.fill_(123.0)  # stale values: the network's must be overwritten, the head's cleared first
+        flat.zero_grad()
+        flat.grads[: sum(p.numel() for p in net.parameters())].fill_(123.0)
     by_hand = manual_step(net, hidden_layers(net), x, objective(head))
+    if in_place:
+        assert net.body[0].weight.grad.data_ptr() == flat.grads.data_ptr()
     by_autograd = objective(twin_head)(twin(x))
     by_autograd.backward()
     assert by_hand.item() == pytest.approx(by_autograd.item(), abs=1e-12)

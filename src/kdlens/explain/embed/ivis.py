@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlens.errors import KdlensError, unknown_name
+from kdlens.explain.embed.flat_adam import FlatAdam
 from kdlens.explain.embed.knn import KNNIndex, Neighbors, as_float_matrix, make_knn_index
 from kdlens.registry import Registry
 
@@ -188,10 +189,24 @@ class IvisAlphaDropout(nn.Module):
         shift = torch.where(keep.bool(), kept_shift, dropped_shift)  # a·α'·(1 − m) + b
         return torch.addcmul(shift, x, scale)
 
-    def keep_mask(self, like: Tensor) -> Tensor:
-        """A fresh keep mask m (1 = kept) of ``like``'s shape, dtype and device."""
-        bits = self.rng.integers(0, 65536, like.numel(), dtype=np.uint16)
-        return torch.from_numpy(bits < self.threshold).view(like.shape).to(device=like.device, dtype=like.dtype)
+    def keep_mask(self, like: Tensor, scale: float = 1.0) -> Tensor:
+        """A fresh keep mask of ``like``'s shape, dtype and device: ``scale`` where kept, 0 where dropped."""
+        keep = torch.from_numpy(self.rng.integers(0, 65536, like.numel(), dtype=np.uint16) < self.threshold)
+        keep = keep.view(like.shape).to(like.device)
+        if like.dtype == torch.get_default_dtype():  # one operation: bool × float promotes to it
+            return torch.mul(keep, scale)
+        return keep.to(like.dtype).mul_(scale)
+
+    def shift_constants(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``c₀ = a·α' + b`` (a dropped unit's output) and ``(b − c₀)/a`` as 0-d tensors of
+        ``like``'s dtype and device, made once (see :mod:`kdlens.explain.embed.ivis_step`)."""
+        key = (like.dtype, like.device)
+        if getattr(self, "_constants_key", None) != key:
+            c0 = self.a * _SELU_ALPHA_PRIME + self.b
+            self._constants = (torch.tensor(c0, dtype=like.dtype, device=like.device),
+                               torch.tensor((self.b - c0) / self.a, dtype=like.dtype, device=like.device))
+            self._constants_key = key
+        return self._constants
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -451,7 +466,7 @@ class Ivis:
         from kdlens.explain.embed.ivis_step import hidden_layers, manual_step
 
         layers = hidden_layers(net)
-        opt = _adam(params, float(self.learning_rate))
+        opt = FlatAdam(params, float(self.learning_rate))
         loss_fn = TRIPLET_LOSSES.get(self.loss)
         data = torch.from_numpy(x).to(device)
         nbrs = torch.from_numpy(nbrs_np)
@@ -478,7 +493,7 @@ class Ivis:
                     return loss
 
                 if head is not None:
-                    head.zero_grad(set_to_none=True)
+                    opt.zero_grad()  # autograd accumulates the head's gradient into its views
                 # the network's backward by hand (ivis_step: ~2× fewer, fused operations)
                 loss = manual_step(net, layers, data.index_select(0, batch.T.reshape(-1)), objective)
                 opt.step()
