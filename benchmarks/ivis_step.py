@@ -27,6 +27,7 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,7 +52,8 @@ def session6_step(net, layers, x, loss_of_embedding):
         for linear, drop in layers:
             z = torch.addmm(linear.bias, h, linear.weight.t())
             s = torch.selu(z)
-            m = drop.keep_mask(z)
+            bits = drop.rng.integers(0, 65536, z.numel(), dtype=np.uint16)  # session 6's mask: bool → float
+            m = torch.from_numpy(bits < drop.threshold).view(z.shape).to(z.dtype)
             c0 = drop.a * (-SELU_SCALE * SELU_ALPHA) + drop.b
             h_next = torch.addcmul(z.new_tensor(c0), m, torch.add(z.new_tensor(drop.b - c0), s, alpha=drop.a))
             saved.append((h, z, m, drop.a))

@@ -191,11 +191,10 @@ class IvisAlphaDropout(nn.Module):
 
     def keep_mask(self, like: Tensor, scale: float = 1.0) -> Tensor:
         """A fresh keep mask of ``like``'s shape, dtype and device: ``scale`` where kept, 0 where dropped."""
-        keep = torch.from_numpy(self.rng.integers(0, 65536, like.numel(), dtype=np.uint16) < self.threshold)
-        keep = keep.view(like.shape).to(like.device)
-        if like.dtype == torch.get_default_dtype():  # one operation: bool × float promotes to it
-            return torch.mul(keep, scale)
-        return keep.to(like.dtype).mul_(scale)
+        bits = self.rng.integers(0, 65536, like.numel(), dtype=np.uint16)
+        keep = torch.from_numpy((bits < self.threshold).view(np.uint8)).view(like.shape).to(like.device)
+        keep = keep.to(like.dtype)
+        return keep if scale == 1.0 else keep.mul_(scale)
 
     def shift_constants(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """``c₀ = a·α' + b`` (a dropped unit's output) and ``(b − c₀)/a`` as 0-d tensors of
