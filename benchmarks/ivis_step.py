@@ -1,4 +1,4 @@
-"""Benchmark: one Ivis training step, six ways, interleaved in one process (one thread).
+"""Benchmark: one Ivis training step, seven ways, interleaved in one process (one thread).
 
 * ``session-5``: the step as kdlens had it before session 6 — ``nn.AlphaDropout`` (torch
   Bernoulli draws), the plain (for-each) Adam, autograd through the whole network;
@@ -8,8 +8,10 @@
   gradient tensors) with fused ``torch.optim.Adam``;
 * ``by hand + torch Adam``: today's :func:`~kdlens.explain.embed.ivis_step.manual_step` (SELU'
   from its output, a·m folded into the mask) with fused ``torch.optim.Adam``;
-* ``today``: ``manual_step`` with :class:`~kdlens.explain.embed.flat_adam.FlatAdam`, as
-  :class:`~kdlens.explain.embed.ivis.Ivis` trains;
+* ``by hand + FlatAdam``: the same with :class:`~kdlens.explain.embed.flat_adam.FlatAdam`;
+* ``today``: that and the PN loss's gradient by hand
+  (:func:`~kdlens.explain.embed.ivis_step.pn_loss_and_grad`), as
+  :class:`~kdlens.explain.embed.ivis.Ivis` trains with the default loss;
 * ``matmuls only``: the step's matrix products alone (4 forward, 4 weight-gradient and 3
   input-gradient products), the floor no implementation of this network goes below.
 
@@ -33,7 +35,7 @@ from torch import nn
 
 from kdlens.explain.embed.flat_adam import FlatAdam
 from kdlens.explain.embed.ivis import IvisNetwork, _adam, pn_triplet_loss
-from kdlens.explain.embed.ivis_step import SELU_ALPHA, SELU_SCALE, hidden_layers, manual_step
+from kdlens.explain.embed.ivis_step import SELU_ALPHA, SELU_SCALE, hidden_layers, manual_step, pn_loss_and_grad
 
 
 def session5_network(dim: int) -> IvisNetwork:
@@ -95,9 +97,10 @@ def main() -> None:
     old_opt = torch.optim.Adam(old.parameters(), lr=1e-3)
     auto = IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train()
     auto_opt = _adam(list(auto.parameters()), 1e-3)
-    nets = {name: IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train() for name in ("s6", "hand", "today")}
+    nets = {name: IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train() for name in ("s6", "hand", "flat", "today")}
     layers = {name: hidden_layers(net) for name, net in nets.items()}
     opts = {"s6": _adam(list(nets["s6"].parameters()), 1e-3), "hand": _adam(list(nets["hand"].parameters()), 1e-3),
+            "flat": FlatAdam(list(nets["flat"].parameters()), 1e-3),
             "today": FlatAdam(list(nets["today"].parameters()), 1e-3)}
     weights = [torch.randn(128, args.dim), torch.randn(128, 128), torch.randn(128, 128), torch.randn(2, 128)]
 
@@ -106,6 +109,9 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    def analytic_step(net, layers, x, _objective):
+        return manual_step(net, layers, x, loss_and_grad=pn_loss_and_grad)
 
     def step_by_hand(name: str, step, rows: torch.Tensor) -> None:
         step(nets[name], layers[name], x.index_select(0, rows), objective)
@@ -127,7 +133,8 @@ def main() -> None:
         "autograd": lambda r: step_autograd(auto, auto_opt, r),
         "session-6 by hand": lambda r: step_by_hand("s6", session6_step, r),
         "by hand + torch Adam": lambda r: step_by_hand("hand", manual_step, r),
-        "today": lambda r: step_by_hand("today", manual_step, r),
+        "by hand + FlatAdam": lambda r: step_by_hand("flat", manual_step, r),
+        "today": lambda r: step_by_hand("today", analytic_step, r),
         "matmuls only": step_matmuls,
     }
     gen = torch.Generator().manual_seed(1)

@@ -274,3 +274,40 @@ def test_hand_written_backward_matches_autograd_in_float64(dropout, with_head, i
     if with_head:
         for p, q in zip(head.parameters(), twin_head.parameters()):
             assert torch.allclose(p.grad, q.grad, atol=1e-12)
+
+
+def test_pn_loss_and_grad_match_autograd_in_float64_ties_included():
+    from kdlens.explain.embed.ivis_step import pn_loss_and_grad
+
+    torch.manual_seed(1)
+    e = torch.randn(3 * 10, 4, dtype=torch.float64)
+    e[29] = e[9]  # triplet 9: negative on the anchor → d_an = 0 < d_pn
+    e[28] = 0.5 * (e[8] + e[18])  # triplet 8: negative midway → d_an = d_pn, a tie
+    e[7 + 20] = e[7] + 100.0  # triplet 7: far negative → hinge inactive
+    auto = e.clone().requires_grad_(True)
+    expected = pn_triplet_loss(auto[:10], auto[10:20], auto[20:], 1.0).mean()
+    expected.backward()
+    loss, grad = pn_loss_and_grad(e, 1.0)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-14)
+    assert torch.allclose(grad, auto.grad, atol=1e-13, rtol=0)
+    assert grad[[7, 17, 27]].abs().max() == 0  # the inactive triplet gets no gradient
+
+
+def test_manual_step_with_the_analytic_pn_gradient_matches_autograd():
+    import copy
+
+    from kdlens.explain.embed.ivis_step import hidden_layers, manual_step, pn_loss_and_grad
+
+    torch.manual_seed(0)
+    net = IvisNetwork(7, (16, 12), 2, 0.2).double().train()
+    twin = copy.deepcopy(net)
+    net.seed_dropout(4)
+    twin.seed_dropout(4)
+    x = torch.randn(24, 7, dtype=torch.float64)
+    by_hand = manual_step(net, hidden_layers(net), x, loss_and_grad=lambda e: pn_loss_and_grad(e, 0.5))
+    by_autograd = manual_step(twin, hidden_layers(twin), x, lambda e: pn_triplet_loss(e[:8], e[8:16], e[16:], 0.5).mean())
+    assert by_hand.item() == pytest.approx(by_autograd.item(), abs=1e-13)
+    for p, q in zip(net.parameters(), twin.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-12, rtol=1e-10)
+    with pytest.raises(ValueError, match="exactly one"):
+        manual_step(net, hidden_layers(net), x)

@@ -462,7 +462,7 @@ class Ivis:
             y_t = torch.from_numpy(labels).to(device)
         net.seed_dropout(self.seed_)
         net.to(device)
-        from kdlens.explain.embed.ivis_step import hidden_layers, manual_step
+        from kdlens.explain.embed.ivis_step import hidden_layers, manual_step, pn_loss_and_grad
 
         layers = hidden_layers(net)
         opt = FlatAdam(params, float(self.learning_rate))
@@ -493,8 +493,13 @@ class Ivis:
 
                 if head is not None:
                     opt.zero_grad()  # autograd accumulates the head's gradient into its views
-                # the network's backward by hand (ivis_step: ~2× fewer, fused operations)
-                loss = manual_step(net, layers, data.index_select(0, batch.T.reshape(-1)), objective)
+                # the network's backward by hand (ivis_step: ~2× fewer, fused operations); the
+                # default loss's gradient too when there is no classifier head
+                rows = data.index_select(0, batch.T.reshape(-1))
+                if head is None and self.loss == "pn":
+                    loss = manual_step(net, layers, rows, loss_and_grad=lambda e: pn_loss_and_grad(e, margin))
+                else:
+                    loss = manual_step(net, layers, rows, objective)
                 opt.step()
                 total += loss * b
             epoch_loss = float(total) / n

@@ -57,12 +57,43 @@ def hidden_layers(net: IvisNetwork) -> list[Layer]:
     return layers
 
 
+def pn_loss_and_grad(e: Tensor, margin: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The mean PN triplet loss of ``e`` = [anchors; positives; negatives] (``b`` rows each) and
+    its gradient ∂L/∂e, without autograd (the ``"pn"`` loss of :mod:`kdlens.explain.embed.ivis`).
+
+    With ``d_xy = √(‖x − y‖² + 10⁻¹²)`` and the hinge ``h = d_ap − min(d_an, d_pn) + m``,
+    ``L = (1/b) Σ max(h, 0)``; for a triplet with ``h > 0``, ``u_xy = (x − y)/(b·d_xy)`` and
+    the minimum's share ``w_an`` (1 if ``d_an < d_pn``, ½ on a tie — autograd's split — else 0),
+    ``w_pn = 1 − w_an``:
+
+        ∂L/∂a = u_ap − w_an·u_an,   ∂L/∂p = −u_ap − w_pn·u_pn,   ∂L/∂n = w_an·u_an + w_pn·u_pn.
+    """
+    b = e.shape[0] // 3
+    rows = e.view(3, b, -1)
+    diff = rows[[0, 0, 1]] - rows[[1, 2, 2]]  # a − p, a − n, p − n
+    dist = diff.square().sum(-1).add_(1e-12).sqrt_()  # d_ap, d_an, d_pn
+    hinge = dist[0] - torch.minimum(dist[1], dist[2]) + margin
+    loss = hinge.clamp_min(0).mean()
+    w_an = (dist[1] < dist[2]).to(e.dtype).add_(0.5 * (dist[1] == dist[2]))
+    share = torch.stack([torch.ones_like(w_an), w_an, 1 - w_an])
+    u = diff * (share * (hinge > 0) / (b * dist)).unsqueeze(-1)  # u_ap, w_an·u_an, w_pn·u_pn
+    grad = torch.empty_like(e)
+    torch.sub(u[0], u[1], out=grad[:b])
+    torch.add(u[0], u[2], out=grad[b : 2 * b]).neg_()
+    torch.add(u[1], u[2], out=grad[2 * b :])
+    return loss, grad
+
+
 def manual_step(net: IvisNetwork, layers: list[Layer], x: Tensor,
-                loss_of_embedding: Callable[[Tensor], Tensor]) -> Tensor:
+                loss_of_embedding: Callable[[Tensor], Tensor] | None = None,
+                loss_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:
     """Forward ``x`` through ``net`` (training mode, dropout on), evaluate
-    ``loss_of_embedding(e)`` with autograd on the embedding only, back-propagate by hand and
+    ``loss_of_embedding(e)`` with autograd on the embedding only — or take the loss and ∂L/∂e
+    from ``loss_and_grad(e)`` (e.g. :func:`pn_loss_and_grad`) —, back-propagate by hand and
     store the network's gradients in ``.grad`` (replacing them; parameters the loss itself
     reaches, such as a classifier head, accumulate theirs as usual). Returns the loss (detached)."""
+    if (loss_of_embedding is None) == (loss_and_grad is None):
+        raise ValueError("give exactly one of loss_of_embedding and loss_and_grad")
     saved: list[tuple[Tensor, Tensor, Tensor | None]] = []  # (input, SELU output s, a·m) per layer
     with torch.no_grad():
         h = x
@@ -80,11 +111,14 @@ def manual_step(net: IvisNetwork, layers: list[Layer], x: Tensor,
             h = h_next
         emb_layer = net.embedding
         e = torch.addmm(emb_layer.bias, h, emb_layer.weight.t())
-    e.requires_grad_(True)
-    loss = loss_of_embedding(e)
-    loss.backward()  # fills e.grad (and the classifier head's .grad, if the loss uses one)
-    with torch.no_grad():
+    if loss_and_grad is not None:
+        loss, g = loss_and_grad(e)
+    else:
+        e.requires_grad_(True)
+        loss = loss_of_embedding(e)
+        loss.backward()  # fills e.grad (and the classifier head's .grad, if the loss uses one)
         g = e.grad
+    with torch.no_grad():
         _write_grad(emb_layer.weight, torch.mm, g.t(), h)
         _write_grad(emb_layer.bias, torch.sum, g, 0)
         g = g @ emb_layer.weight
