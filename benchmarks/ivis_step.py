@@ -12,6 +12,8 @@
 * ``today``: that and the PN loss's gradient by hand
   (:func:`~kdlens.explain.embed.ivis_step.pn_loss_and_grad`), as
   :class:`~kdlens.explain.embed.ivis.Ivis` trains with the default loss;
+* ``Adam only`` / ``FlatAdam only``: the optimiser step alone (fused ``torch.optim.Adam`` vs
+  :class:`~kdlens.explain.embed.flat_adam.FlatAdam`) on the same network's gradients;
 * ``matmuls only``: the step's matrix products alone (4 forward, 4 weight-gradient and 3
   input-gradient products), the floor no implementation of this network goes below.
 
@@ -135,6 +137,8 @@ def main() -> None:
         "by hand + torch Adam": lambda r: step_by_hand("hand", manual_step, r),
         "by hand + FlatAdam": lambda r: step_by_hand("flat", manual_step, r),
         "today": lambda r: step_by_hand("today", analytic_step, r),
+        "Adam only": lambda r: opts["hand"].step(),
+        "FlatAdam only": lambda r: opts["flat"].step(),
         "matmuls only": step_matmuls,
     }
     gen = torch.Generator().manual_seed(1)
