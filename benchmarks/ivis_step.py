@@ -1,4 +1,4 @@
-"""Benchmark: one Ivis training step, seven ways, interleaved in one process (one thread).
+"""Benchmark: one Ivis training step, eight ways, interleaved in one process (one thread).
 
 * ``session-5``: the step as kdlens had it before session 6 — ``nn.AlphaDropout`` (torch
   Bernoulli draws), the plain (for-each) Adam, autograd through the whole network;
@@ -9,9 +9,12 @@
 * ``by hand + torch Adam``: today's :func:`~kdlens.explain.embed.ivis_step.manual_step` (SELU'
   from its output, a·m folded into the mask) with fused ``torch.optim.Adam``;
 * ``by hand + FlatAdam``: the same with :class:`~kdlens.explain.embed.flat_adam.FlatAdam`;
-* ``today``: that and the PN loss's gradient by hand
-  (:func:`~kdlens.explain.embed.ivis_step.pn_loss_and_grad`), as
-  :class:`~kdlens.explain.embed.ivis.Ivis` trains with the default loss;
+* ``+ PN grad by hand``: that and the PN loss's gradient by hand
+  (:func:`~kdlens.explain.embed.ivis_step.pn_loss_and_grad`), the Python step
+  :class:`~kdlens.explain.embed.ivis.Ivis` takes with the default loss where the native one
+  cannot be built;
+* ``native``: the same step compiled (:mod:`kdlens.explain.embed.ivis_native`), as Ivis
+  trains where it can be built — the default since session 8;
 * ``Adam only`` / ``FlatAdam only``: the optimiser step alone (fused ``torch.optim.Adam`` vs
   :class:`~kdlens.explain.embed.flat_adam.FlatAdam`) on the same network's gradients;
 * ``matmuls only``: the step's matrix products alone (4 forward, 4 weight-gradient and 3
@@ -37,6 +40,7 @@ from torch import nn
 
 from kdlens.explain.embed.flat_adam import FlatAdam
 from kdlens.explain.embed.ivis import IvisNetwork, _adam, pn_triplet_loss
+from kdlens.explain.embed.ivis_native import native_module, native_pn_step
 from kdlens.explain.embed.ivis_step import SELU_ALPHA, SELU_SCALE, hidden_layers, manual_step, pn_loss_and_grad
 
 
@@ -99,11 +103,12 @@ def main() -> None:
     old_opt = torch.optim.Adam(old.parameters(), lr=1e-3)
     auto = IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train()
     auto_opt = _adam(list(auto.parameters()), 1e-3)
-    nets = {name: IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train() for name in ("s6", "hand", "flat", "today")}
+    nets = {name: IvisNetwork(args.dim, (128, 128, 128), 2, 0.1).train() for name in ("s6", "hand", "flat", "today", "native")}
     layers = {name: hidden_layers(net) for name, net in nets.items()}
     opts = {"s6": _adam(list(nets["s6"].parameters()), 1e-3), "hand": _adam(list(nets["hand"].parameters()), 1e-3),
             "flat": FlatAdam(list(nets["flat"].parameters()), 1e-3),
-            "today": FlatAdam(list(nets["today"].parameters()), 1e-3)}
+            "today": FlatAdam(list(nets["today"].parameters()), 1e-3),
+            "native": FlatAdam(list(nets["native"].parameters()), 1e-3)}
     weights = [torch.randn(128, args.dim), torch.randn(128, 128), torch.randn(128, 128), torch.randn(2, 128)]
 
     def step_autograd(net: nn.Module, opt: torch.optim.Optimizer, rows: torch.Tensor) -> None:
@@ -114,6 +119,12 @@ def main() -> None:
 
     def analytic_step(net, layers, x, _objective):
         return manual_step(net, layers, x, loss_and_grad=pn_loss_and_grad)
+
+    def native_step(net, layers, x, _objective):
+        return native_pn_step(net, layers, x, 1.0)
+
+    if native_module() is None:
+        raise SystemExit("the native step cannot be built here (needs a C++ compiler and ninja)")
 
     def step_by_hand(name: str, step, rows: torch.Tensor) -> None:
         step(nets[name], layers[name], x.index_select(0, rows), objective)
@@ -136,7 +147,8 @@ def main() -> None:
         "session-6 by hand": lambda r: step_by_hand("s6", session6_step, r),
         "by hand + torch Adam": lambda r: step_by_hand("hand", manual_step, r),
         "by hand + FlatAdam": lambda r: step_by_hand("flat", manual_step, r),
-        "today": lambda r: step_by_hand("today", analytic_step, r),
+        "+ PN grad by hand": lambda r: step_by_hand("today", analytic_step, r),
+        "native": lambda r: step_by_hand("native", native_step, r),
         "Adam only": lambda r: opts["hand"].step(),
         "FlatAdam only": lambda r: opts["flat"].step(),
         "matmuls only": step_matmuls,

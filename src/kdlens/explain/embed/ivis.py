@@ -166,8 +166,8 @@ class IvisAlphaDropout(nn.Module):
     self-normalised input are kept. ``q`` is the keep probability rounded to a multiple of
     2⁻¹⁶ (the mask is ``u < round(q·2¹⁶)`` for uniform 16-bit integers ``u``; rate 0.1 → 0.100006)
     and ``a``, ``b`` use that ``q`` exactly. Why not ``nn.AlphaDropout``: its Bernoulli draw was
-    a fifth of an Ivis step here (≈ 0.6 ms for 384 × 128 on one core); numpy's 16-bit integers
-    take ≈ 0.15 ms. Evaluation: identity. ``rng`` (a ``numpy.random.Generator``) is set by
+    a fifth of an Ivis step here (≈ 0.6 ms for 384 × 128 on one core); 16-bit lanes of numpy's raw
+    64-bit draws are a fraction of that. Evaluation: identity. ``rng`` (a ``numpy.random.Generator``) is set by
     :class:`Ivis` from its ``random_state``.
     """
 
@@ -189,10 +189,14 @@ class IvisAlphaDropout(nn.Module):
         shift = torch.where(keep.bool(), kept_shift, dropped_shift)  # a·α'·(1 − m) + b
         return torch.addcmul(shift, x, scale)
 
+    def keep_bits(self, n: int) -> np.ndarray:
+        """``n`` fresh keep decisions (bool): 16-bit uniform integers ``u`` (four from each raw
+        64-bit draw of the RNG) and ``u < round(q·2¹⁶)``."""
+        return self.rng.bit_generator.random_raw((n + 3) // 4).view(np.uint16)[:n] < self.threshold
+
     def keep_mask(self, like: Tensor, scale: float = 1.0) -> Tensor:
         """A fresh keep mask of ``like``'s shape, dtype and device: ``scale`` where kept, 0 where dropped."""
-        bits = self.rng.integers(0, 65536, like.numel(), dtype=np.uint16)
-        keep = torch.from_numpy((bits < self.threshold).view(np.uint8)).view(like.shape).to(like.device)
+        keep = torch.from_numpy(self.keep_bits(like.numel()).view(np.uint8)).view(like.shape).to(like.device)
         keep = keep.to(like.dtype)
         return keep if scale == 1.0 else keep.mul_(scale)
 
@@ -462,6 +466,7 @@ class Ivis:
             y_t = torch.from_numpy(labels).to(device)
         net.seed_dropout(self.seed_)
         net.to(device)
+        from kdlens.explain.embed.ivis_native import native_applies, native_pn_step
         from kdlens.explain.embed.ivis_step import hidden_layers, manual_step, pn_loss_and_grad
 
         layers = hidden_layers(net)
@@ -469,6 +474,7 @@ class Ivis:
         loss_fn = TRIPLET_LOSSES.get(self.loss)
         data = torch.from_numpy(x).to(device)
         nbrs = torch.from_numpy(nbrs_np)
+        native = head is None and self.loss == "pn" and native_applies(layers, data, opt)
         n, bs, margin = x.shape[0], int(self.batch_size), float(self.margin)
 
         best, best_state, since_best, history = math.inf, None, 0, []
@@ -496,7 +502,9 @@ class Ivis:
                 # the network's backward by hand (ivis_step: ~2× fewer, fused operations); the
                 # default loss's gradient too when there is no classifier head
                 rows = data.index_select(0, batch.T.reshape(-1))
-                if head is None and self.loss == "pn":
+                if native:  # the same step compiled (ivis_native): PN loss, no head, float32 CPU
+                    loss = native_pn_step(net, layers, rows, margin)
+                elif head is None and self.loss == "pn":
                     loss = manual_step(net, layers, rows, loss_and_grad=lambda e: pn_loss_and_grad(e, margin))
                 else:
                     loss = manual_step(net, layers, rows, objective)
