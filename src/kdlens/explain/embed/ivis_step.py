@@ -24,7 +24,9 @@ The loss on the embedding (any registered triplet loss, plus the optional classi
 still goes through autograd: it acts on a 384 × 2 tensor and costs little. Gradients are
 written into the parameters' ``.grad`` (in place: views of
 :class:`~kdlens.explain.embed.flat_adam.FlatAdam`'s buffer) for the Adam step. ``tests/test_embed_ivis.py``
-checks the gradients against autograd in float64.
+checks the gradients against autograd in float64. With the default PN loss and no
+classifier head, :mod:`kdlens.explain.embed.ivis_native` runs this same step compiled, where it
+can be built; this module is then its reference (``tests/test_ivis_native.py``).
 """
 
 from __future__ import annotations
