@@ -11,7 +11,9 @@ It is built on first use with ``torch.utils.cpp_extension`` (a C++ compiler and 
 minute, once per machine and source version; AVX2/FMA flags where the CPU has them) and cached
 by torch under ``TORCH_EXTENSIONS_DIR``. Where it cannot be built, or with
 ``KDLENS_IVIS_NATIVE=0``, Ivis uses the Python step: same results up to float rounding
-(SELU's exponential here is a degree-6 polynomial, relative error < 3e-7).
+(SELU's exponential here is a degree-6 polynomial, relative error < 3e-7). Concurrent first
+uses (study workers) wait for one build under torch's lock file; a build killed half-way leaves
+``TORCH_EXTENSIONS_DIR/kdlens_ivis_native_*/lock`` behind, which must be deleted by hand.
 """
 
 from __future__ import annotations
