@@ -72,3 +72,19 @@ def test_ivis_fits_alike_with_and_without_the_native_step(module, monkeypatch):
     python = Ivis(**kw).fit(x)
     assert native.n_epochs_ == python.n_epochs_ == 4
     assert np.allclose(native.history_, python.history_, rtol=2e-3)  # float rounding only
+
+
+def test_a_failed_build_falls_back_to_the_python_step_saying_why_once(monkeypatch, capsys):
+    import torch.utils.cpp_extension as cpp
+
+    def no_ninja(**_kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(cpp, "load", no_ninja)
+    monkeypatch.setattr(ivis_native, "_state", {})
+    assert ivis_native.native_module() is None
+    assert ivis_native.native_module() is None  # tried once
+    err = capsys.readouterr().err
+    assert err.count("native Ivis step unavailable (Ninja is required") == 1
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    assert Ivis(random_state=0, epochs=2, k=5).fit(x).n_epochs_ == 2  # the Python step trains
