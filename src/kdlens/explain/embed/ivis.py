@@ -178,6 +178,7 @@ class IvisAlphaDropout(nn.Module):
         q = self.threshold / 65536
         self.a = (q + _SELU_ALPHA_PRIME**2 * q * (1 - q)) ** -0.5
         self.b = -self.a * _SELU_ALPHA_PRIME * (1 - q)
+        self.dropped = self.a * _SELU_ALPHA_PRIME + self.b  # c₀, a dropped unit's output
         self.rng = np.random.default_rng(0)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -185,7 +186,7 @@ class IvisAlphaDropout(nn.Module):
             return x
         keep = self.keep_mask(x)
         scale = keep * self.a  # a·m
-        kept_shift, dropped_shift = x.new_tensor(self.b), x.new_tensor(self.a * _SELU_ALPHA_PRIME + self.b)
+        kept_shift, dropped_shift = x.new_tensor(self.b), x.new_tensor(self.dropped)
         shift = torch.where(keep.bool(), kept_shift, dropped_shift)  # a·α'·(1 − m) + b
         return torch.addcmul(shift, x, scale)
 
@@ -205,7 +206,7 @@ class IvisAlphaDropout(nn.Module):
         ``like``'s dtype and device, made once (see :mod:`kdlens.explain.embed.ivis_step`)."""
         key = (like.dtype, like.device)
         if getattr(self, "_constants_key", None) != key:
-            c0 = self.a * _SELU_ALPHA_PRIME + self.b
+            c0 = self.dropped
             self._constants = (torch.tensor(c0, dtype=like.dtype, device=like.device),
                                torch.tensor((self.b - c0) / self.a, dtype=like.dtype, device=like.device))
             self._constants_key = key

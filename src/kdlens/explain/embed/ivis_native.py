@@ -80,10 +80,9 @@ def native_pn_step(net, layers, x: Tensor, margin: float) -> Tensor:
         grads += [linear.weight.grad, linear.bias.grad]
         if drop is not None and drop.p > 0:
             keep.append(torch.from_numpy(drop.keep_bits(rows * linear.out_features).view("uint8")))
-            dropped, _ = drop.shift_constants(x)
             a.append(drop.a)
             b.append(drop.b)
-            c0.append(float(dropped))
+            c0.append(drop.dropped)
         else:
             keep.append(torch.empty(0, dtype=torch.uint8))
             a.append(1.0)
